@@ -1,0 +1,50 @@
+"""Robust Tango event handling: callbacks off Tango's event thread.
+
+The package face. Everything public is importable from here; the modules
+whose names start with an underscore are private.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import type_hints
+from ._backoff import BackoffPolicy
+from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
+from .diagnostics import (
+    BackoffDiagnostics,
+    QueueDiagnostics,
+    SchedulerDiagnostics,
+    StreamDiagnostics,
+    Totals,
+)
+from .scheduler import (
+    CallbackID,
+    CallbackScheduler,
+    SchedulerShutdownError,
+    StreamNotFoundError,
+    UnknownCallbackError,
+)
+
+try:
+    __version__ = version("ska-tango-scheduler")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "DEFAULT_QUEUE_SIZE",
+    "BackoffDiagnostics",
+    "BackoffPolicy",
+    "CallbackID",
+    "CallbackScheduler",
+    "EventQueue",
+    "QueueDiagnostics",
+    "SchedulerDiagnostics",
+    "SchedulerShutdownError",
+    "StreamDiagnostics",
+    "StreamNotFoundError",
+    "Totals",
+    "UnknownCallbackError",
+    "__version__",
+    "type_hints",
+]

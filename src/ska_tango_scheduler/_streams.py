@@ -1,0 +1,352 @@
+"""One Tango event stream: its subscription, its retries and its callbacks.
+
+A stream is (device, attribute, event type). Tango's event thread only hands
+its events to the dispatcher; everything that calls Tango to connect or
+disconnect runs on the scheduler's single connector thread, in order.
+
+Connecting, by PyTango version:
+
+* >= 10.1: subscribe with ``AsyncRead``. The call returns at once; the
+  outcome arrives as a ``SubSuccess`` event (with the current value) or a
+  ``SubFail`` error event. While the stream fails to connect, the connector
+  pings the device on the stream's back-off schedule and subscribes afresh as
+  soon as the device answers, instead of waiting for Tango's 10 s retry.
+  Failures that a quick retry cannot mend (the attribute does not exist, its
+  events are not configured) are left to Tango's own retry.
+* < 10.1: subscribe synchronously; a failure raises, becomes a synthetic
+  error event for the callbacks, and is retried on the back-off schedule.
+
+Once a subscription has connected it is never renewed by the scheduler: if
+the server goes away later, Tango's keep-alive re-subscribes when it is back.
+When a device proxy cannot be created (the device is not in the database
+yet), every failed try is reported to the callbacks as a synthetic error
+event and retried on the back-off schedule.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import tango
+
+from . import _compat
+from ._backoff import BackoffPolicy, BackoffState
+from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger, run_callbacks
+from ._executor import SerialExecutor, TimerHandle
+from ._queues import Counters, EventQueue
+from ._trl import DeviceKey
+
+__all__ = ["PERMANENT_REASONS", "EventStream", "StreamContext", "StreamKey", "StreamState"]
+
+#: Error reasons that retrying every second cannot mend; such failures are
+#: retried no more often than every :data:`SLOW_RETRY` seconds.
+PERMANENT_REASONS = frozenset(
+    {
+        "API_AttrNotFound",
+        "API_AttributePollingNotStarted",
+        "API_EventPropertiesNotSet",
+        "API_AttributeNotDataReadyEnabled",
+        "API_DSFailedRegisteringEvent",
+        "API_NotSupportedFeature",
+        "API_NotUpdatedAnyMore",
+    }
+)
+SLOW_RETRY = 10.0
+
+
+@dataclass(frozen=True)
+class StreamKey:
+    """Identity of a stream.
+
+    Attributes:
+        device: The device.
+        attribute: Attribute name in lower case.
+        event_type: The Tango event type.
+    """
+
+    device: DeviceKey
+    attribute: str
+    event_type: tango.EventType
+
+
+class StreamState(enum.Enum):
+    """Where a stream's subscription stands."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    FAILING = "failing"
+    CLOSED = "closed"
+
+
+@dataclass
+class StreamContext:
+    """What the streams of one scheduler share.
+
+    Attributes:
+        lock: The scheduler's registry lock (never held while calling user
+            code or Tango).
+        dispatcher: The worker pool.
+        executor: The connector thread.
+        policy: Back-off policy.
+        logger: Where the scheduler logs.
+        limited: Rate-limited logger.
+        proxies: One device proxy per device, shared by its streams.
+        subscribe_calls: Calls made to ``subscribe_event``.
+        unsubscribe_calls: Calls made to ``unsubscribe_event``.
+    """
+
+    lock: threading.Lock
+    dispatcher: Dispatcher
+    executor: SerialExecutor
+    policy: BackoffPolicy
+    logger: logging.Logger
+    limited: RateLimitedLogger
+    proxies: dict[DeviceKey, tango.DeviceProxy] = field(default_factory=dict)
+    subscribe_calls: int = 0
+    unsubscribe_calls: int = 0
+
+    def proxy_for(self, key: DeviceKey) -> tango.DeviceProxy:
+        """Return the shared proxy of a device, creating it if needed.
+
+        Args:
+            key: The device.
+
+        Returns:
+            The proxy.
+
+        Raises:
+            tango.DevFailed: If the proxy cannot be created.
+        """
+        with self.lock:
+            proxy = self.proxies.get(key)
+        if proxy is None:
+            proxy = _compat.create_proxy(key)
+            with self.lock:
+                proxy = self.proxies.setdefault(key, proxy)
+        return proxy
+
+
+class EventStream:
+    """One event stream with its queue, callbacks and subscription.
+
+    Attributes set under the context lock: ``registrations``, ``pinned``,
+    ``closed``, ``waiters``. Everything about the subscription is touched
+    only on the connector thread.
+    """
+
+    def __init__(
+        self,
+        ctx: StreamContext,
+        key: StreamKey,
+        attribute: str,
+        queue: EventQueue,
+        proxy: tango.DeviceProxy | None,
+    ) -> None:
+        """Create a stream; :meth:`connect` must then run on the connector.
+
+        Args:
+            ctx: Shared scheduler state.
+            key: The stream's identity.
+            attribute: Attribute name as the user gave it.
+            queue: The queue feeding the stream's callbacks.
+            proxy: A proxy to use for the device, if known.
+        """
+        self.ctx = ctx
+        self.key = key
+        self.attribute = attribute
+        self.queue = queue
+        self.attribute_trl = key.device.attribute_trl(attribute)
+        self.name = f"{key.device.attribute_trl(key.attribute)}#{key.event_type.name}"
+        self.counters = Counters()
+        self.registrations: tuple[CallbackRegistration, ...] = ()
+        self.pinned = False
+        self.closed = False
+        self.waiters: list[tuple[Future[Any], Any]] = []
+        self.outcome_known = False
+        self.state = StreamState.CONNECTING
+        self.last_error = ""
+        self.backoff = BackoffState()
+        self._proxy = proxy
+        self._subscription: int | None = None
+        self._generation = 0
+        self._retry: TimerHandle | None = None
+        self._tango_retries = False
+
+    # -- Tango's event thread ------------------------------------------------
+
+    def _tango_callback(self, generation: int) -> Callable[[Any], None]:
+        def on_event(event: Any) -> None:
+            if self.closed:
+                return
+            if event.err:
+                self.last_error = _compat.describe_errors(event.errors)
+            if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
+                self.ctx.executor.submit(lambda: self._on_outcome(generation, event))
+            elif event.err and self.state is StreamState.CONNECTED:
+                self.state = StreamState.FAILING
+            elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
+                self.state = StreamState.CONNECTED
+            self.ctx.dispatcher.put(self.queue, self, event)
+
+        return on_event
+
+    # -- worker threads ------------------------------------------------------
+
+    def deliver(self, payload: Any) -> None:
+        """Call the stream's callbacks with one event (on a worker thread).
+
+        Args:
+            payload: The event.
+        """
+        failures = run_callbacks(
+            self.registrations, payload, self.counters, self.ctx.limited, self.name
+        )
+        if failures:
+            self.ctx.dispatcher.count_callback_errors(failures)
+
+    # -- connector thread ----------------------------------------------------
+
+    def connect(self) -> None:
+        """Make one attempt to connect (connector thread)."""
+        self._retry = None
+        if self.closed or self.state is StreamState.CONNECTED:
+            return
+        try:
+            proxy = self._proxy or self.ctx.proxy_for(self.key.device)
+        except Exception as exc:  # noqa: BLE001 - reported to the callbacks
+            self._failed(_compat.errors_of(exc), synthetic=True)
+            return
+        self._proxy = proxy
+        if self._subscription is not None:
+            self._unsubscribe()
+        self._generation += 1
+        callback = self._tango_callback(self._generation)
+        self.state = StreamState.CONNECTING
+        self.ctx.subscribe_calls += 1
+        try:
+            subscription = _compat.subscribe(
+                proxy, self.attribute, self.key.event_type, callback
+            )
+        except Exception as exc:  # noqa: BLE001 - reported to the callbacks
+            self._failed(_compat.errors_of(exc), synthetic=True)
+            return
+        self._subscription = subscription
+        if not _compat.ASYNC_SUBSCRIPTION:
+            self._connected()
+
+    def close(self) -> None:
+        """Cancel retries and the Tango subscription (connector thread)."""
+        self.closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._subscription is not None:
+            self._unsubscribe()
+        self.state = StreamState.CLOSED
+        self.backoff.reset()
+        self.resolve_waiters()
+
+    def resolve_waiters(self, error: BaseException | None = None) -> None:
+        """Complete the futures waiting for the first connection outcome.
+
+        Args:
+            error: Set as the futures' exception instead of their results.
+        """
+        with self.ctx.lock:
+            waiters, self.waiters = self.waiters, []
+            self.outcome_known = True
+        for future, value in waiters:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def _unsubscribe(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        self._generation += 1
+        self.ctx.unsubscribe_calls += 1
+        try:
+            _compat.unsubscribe(self._proxy, subscription)  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - nothing more to do about it
+            self.ctx.logger.debug("Unsubscribing %s failed", self.name, exc_info=True)
+
+    def _on_outcome(self, generation: int, event: Any) -> None:
+        if self.closed or generation != self._generation:
+            return
+        if event.err:
+            self._failed(tuple(event.errors), synthetic=False)
+        else:
+            self._connected()
+
+    def _connected(self) -> None:
+        if self.backoff.active:
+            self.ctx.logger.info(
+                "%s connected after %d failed attempt(s)", self.name, self.backoff.attempts
+            )
+        self.state = StreamState.CONNECTED
+        self.last_error = ""
+        self._tango_retries = False
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self.backoff.reset()
+        self.resolve_waiters()
+
+    def _failed(self, errors: tuple[Any, ...], synthetic: bool) -> None:
+        text = _compat.describe_errors(errors)
+        self.state = StreamState.FAILING
+        self.last_error = text
+        if synthetic:
+            event = _compat.make_error_event(self.attribute_trl, self.key.event_type, errors)
+            self.ctx.dispatcher.put(self.queue, self, event)
+        reason = str(getattr(errors[0], "reason", "")) if errors else ""
+        permanent = reason in PERMANENT_REASONS
+        delay = self.backoff.failed(self.ctx.policy, text, SLOW_RETRY if permanent else 0.0)
+        self.ctx.limited.log(
+            logging.WARNING, ("fail", self.name), "%s cannot connect: %s", self.name, text
+        )
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        # With a live asynchronous subscription Tango retries every 10 s by
+        # itself; for failures a quick retry cannot mend, that is enough.
+        self._tango_retries = self._subscription is not None and permanent
+        if self._tango_retries:
+            self.backoff.next_attempt_at = None
+        else:
+            self._retry = self.ctx.executor.call_later(delay, self._retry_now)
+        self.resolve_waiters()
+
+    def _retry_now(self) -> None:
+        self._retry = None
+        if self.closed or self.state is StreamState.CONNECTED:
+            return
+        if self._subscription is not None and self._proxy is not None:
+            # Only subscribe again once the device answers: a new subscription
+            # to a device that is still down would just fail again.
+            try:
+                self._proxy.ping()
+            except Exception as exc:  # noqa: BLE001 - still down
+                text = _compat.describe_errors(_compat.errors_of(exc))
+                delay = self.backoff.failed(self.ctx.policy, text)
+                self._retry = self.ctx.executor.call_later(delay, self._retry_now)
+                return
+        self.connect()
+
+    @property
+    def retry_left_to_tango(self) -> bool:
+        """True when the next retry is Tango's own (every 10 s)."""
+        return self._tango_retries
+
+    @property
+    def tango_subscription(self) -> int | None:
+        """The current Tango subscription id, if any."""
+        return self._subscription

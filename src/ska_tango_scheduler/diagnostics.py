@@ -1,0 +1,176 @@
+"""A snapshot of a scheduler's state: streams, queues, retries and totals.
+
+Everything here is plain data, built under the scheduler's locks so that the
+numbers agree with each other: for every stream, every queue and the totals,
+``received == delivered + dropped + queued``. :meth:`SchedulerDiagnostics.to_dict`
+gives a structure that :func:`json.dumps` accepts as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = [
+    "BackoffDiagnostics",
+    "QueueDiagnostics",
+    "SchedulerDiagnostics",
+    "StreamDiagnostics",
+    "Totals",
+]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Counts over the scheduler's whole life, plus Tango call counts.
+
+    Unlike the per-stream and per-queue rows, these keep counting what
+    streams that are gone received.
+
+    Attributes:
+        received: Events put on queues.
+        delivered: Events taken off queues for delivery.
+        dropped: Events discarded by full queues.
+        queued: Events waiting in queues.
+        callback_errors: Exceptions raised by callbacks.
+        subscribe_calls: Calls made to ``DeviceProxy.subscribe_event``.
+        unsubscribe_calls: Calls made to ``DeviceProxy.unsubscribe_event``.
+    """
+
+    received: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    queued: int = 0
+    callback_errors: int = 0
+    subscribe_calls: int = 0
+    unsubscribe_calls: int = 0
+
+
+@dataclass(frozen=True)
+class QueueDiagnostics:
+    """State of one event queue.
+
+    Attributes:
+        name: The queue's label.
+        size: Its capacity.
+        depth: Events waiting in it.
+        received: Events put on it.
+        delivered: Events taken off it for delivery.
+        dropped: Events it discarded because it was full.
+        streams: Names of the streams it serves.
+    """
+
+    name: str
+    size: int
+    depth: int
+    received: int
+    delivered: int
+    dropped: int
+    streams: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamDiagnostics:
+    """State of one event stream (device, attribute, event type).
+
+    Attributes:
+        name: ``<attribute TRL>#<event type name>``.
+        device: Canonical TRL of the device.
+        attribute: Attribute name as first given.
+        event_type: Event type name, e.g. ``"CHANGE_EVENT"``.
+        state: ``"connecting"``, ``"connected"``, ``"failing"`` or ``"closed"``.
+        pinned: Kept connected by ``connect_event_stream``.
+        callbacks: Number of registered callbacks.
+        queue: Name of the queue that feeds it.
+        queued: Events of this stream waiting in the queue.
+        received: Events received from Tango (and synthetic error events).
+        delivered: Events taken off the queue for delivery.
+        dropped: Events of this stream discarded by a full queue.
+        callback_errors: Exceptions raised by its callbacks.
+        last_error: Text of the last error event, empty if none.
+    """
+
+    name: str
+    device: str
+    attribute: str
+    event_type: str
+    state: str
+    pinned: bool
+    callbacks: int
+    queue: str
+    queued: int
+    received: int
+    delivered: int
+    dropped: int
+    callback_errors: int
+    last_error: str = ""
+
+
+@dataclass(frozen=True)
+class BackoffDiagnostics:
+    """Retry state of one stream that is failing to connect.
+
+    Attributes:
+        stream: Name of the stream.
+        attempts: Failed attempts since the last success.
+        delay: Seconds chosen before the next attempt.
+        next_attempt_in: Seconds from the snapshot to the next attempt, or
+            None when the next retry is left to Tango's own 10 s cycle.
+        last_error: Text of the last failure.
+        failing_since: Unix time of the first failure of this series.
+    """
+
+    stream: str
+    attempts: int
+    delay: float
+    next_attempt_in: float | None
+    last_error: str
+    failing_since: float | None
+
+
+@dataclass(frozen=True)
+class SchedulerDiagnostics:
+    """Everything a scheduler can tell about itself at one instant.
+
+    Attributes:
+        name: Scheduler name.
+        thread_count: Number of worker threads.
+        running: False once the scheduler is shut down.
+        timestamp: Unix time of the snapshot.
+        totals: Counts over the scheduler's life.
+        queues: Every queue in use.
+        streams: Every stream.
+        backoff: Every stream currently retrying.
+    """
+
+    name: str
+    thread_count: int
+    running: bool
+    timestamp: float
+    totals: Totals = field(default_factory=Totals)
+    queues: tuple[QueueDiagnostics, ...] = ()
+    streams: tuple[StreamDiagnostics, ...] = ()
+    backoff: tuple[BackoffDiagnostics, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the snapshot as JSON-ready nested dicts and lists."""
+        data = asdict(self)
+        for item in data["queues"]:
+            item["streams"] = list(item["streams"])
+        data["queues"] = list(data["queues"])
+        data["streams"] = list(data["streams"])
+        data["backoff"] = list(data["backoff"])
+        return data
+
+    def backoff_dict(self) -> dict[str, Any]:
+        """Return the retry state keyed by stream name, JSON-ready."""
+        return {
+            b.stream: {
+                "attempts": b.attempts,
+                "delay": b.delay,
+                "next_attempt_in": b.next_attempt_in,
+                "last_error": b.last_error,
+                "failing_since": b.failing_since,
+            }
+            for b in self.backoff
+        }

@@ -1,0 +1,587 @@
+"""The :class:`CallbackScheduler`: Tango event callbacks off Tango's event thread."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, NewType
+
+import tango
+
+from . import _compat
+from ._backoff import BackoffPolicy
+from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
+from ._executor import SerialExecutor
+from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
+from ._streams import EventStream, StreamContext, StreamKey, StreamState
+from .diagnostics import (
+    BackoffDiagnostics,
+    QueueDiagnostics,
+    SchedulerDiagnostics,
+    StreamDiagnostics,
+    Totals,
+)
+from .type_hints import DeviceType, EventCallbackType, QueueFactory
+
+__all__ = [
+    "CallbackID",
+    "CallbackScheduler",
+    "SchedulerShutdownError",
+    "StreamNotFoundError",
+    "UnknownCallbackError",
+]
+
+#: Identifier of a registered callback, returned (through a future) by
+#: :meth:`CallbackScheduler.register_event_callback`.
+CallbackID = NewType("CallbackID", int)
+
+_scheduler_numbers = itertools.count(1)
+_callback_numbers = itertools.count(1)
+
+# How long PyTango < 10.1 callers wait for their synchronous subscription.
+_SYNC_REGISTER_WAIT = 30.0
+# How long shutdown waits for Tango to take back the subscriptions.
+_UNSUBSCRIBE_WAIT = 5.0
+
+
+class SchedulerShutdownError(RuntimeError):
+    """The scheduler was shut down; it accepts no more calls."""
+
+
+class UnknownCallbackError(KeyError):
+    """No callback is registered under this id (never was, or already removed)."""
+
+
+class StreamNotFoundError(KeyError):
+    """No such event stream exists in this scheduler."""
+
+
+class CallbackScheduler:
+    """Run Tango event callbacks on worker threads, fairly, from bounded queues.
+
+    Tango's event thread only puts each event on its stream's queue and goes
+    back to receiving. Worker threads take events from the queues that have
+    some, in turn, one event at a time, so a slow callback or a flooding
+    attribute cannot hold up the other streams for longer than one callback.
+    A full queue discards its oldest event and counts it.
+
+    Args:
+        thread_count: Number of worker threads: how many callbacks may run at
+            once. Use one more than the number of slow callbacks that may be
+            running at the same time.
+        name: Name of the scheduler, used for its threads and in logs and
+            diagnostics; a unique one is made up if omitted.
+        logger: Logger to use; ``logging.getLogger("ska_tango_scheduler")``
+            if omitted.
+        default_queue_size: Capacity of the queue each new stream gets when
+            no ``queue_factory`` is given.
+        backoff: How quickly streams that fail to connect are retried.
+
+    Raises:
+        ValueError: If ``thread_count`` or ``default_queue_size`` is below 1.
+        TypeError: If they are not integers, or ``backoff`` is not a
+            :class:`BackoffPolicy`.
+    """
+
+    def __init__(
+        self,
+        thread_count: int = 1,
+        name: str | None = None,
+        logger: logging.Logger | None = None,
+        *,
+        default_queue_size: int = DEFAULT_QUEUE_SIZE,
+        backoff: BackoffPolicy | None = None,
+    ) -> None:
+        """Create the scheduler and start its threads."""
+        _check_count("thread_count", thread_count)
+        _check_count("default_queue_size", default_queue_size)
+        if backoff is not None and not isinstance(backoff, BackoffPolicy):
+            raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
+        self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
+        self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
+        self._default_queue_size = default_queue_size
+        self._lock = threading.Lock()
+        self._dispatcher = Dispatcher(
+            thread_count, self._name, self._logger, thread_context=tango.EnsureOmniThread
+        )
+        executor = SerialExecutor(
+            f"{self._name}.connector", self._logger, thread_context=tango.EnsureOmniThread
+        )
+        self._ctx = StreamContext(
+            lock=self._lock,
+            dispatcher=self._dispatcher,
+            executor=executor,
+            policy=backoff if backoff is not None else BackoffPolicy(),
+            logger=self._logger,
+            limited=RateLimitedLogger(self._logger),
+        )
+        self._streams: dict[StreamKey, EventStream] = {}
+        self._callbacks: dict[int, tuple[EventStream, CallbackRegistration]] = {}
+        self._queue_users: dict[EventQueue, set[EventStream]] = {}
+        self._shut_down = False
+        self._dispatcher.start()
+
+    # -- properties ----------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The scheduler's name."""
+        return self._name
+
+    @property
+    def thread_count(self) -> int:
+        """The number of worker threads."""
+        return self._dispatcher.thread_count
+
+    @property
+    def is_shutdown(self) -> bool:
+        """True once :meth:`shutdown` has been called."""
+        return self._shut_down
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The scheduler's own threads: the workers and the connector."""
+        return (*self._dispatcher.threads, self._ctx.executor.thread)
+
+    # -- queues --------------------------------------------------------------
+
+    def allocate_queue(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> EventQueue:
+        """Create a new queue, for a ``queue_factory`` that wants a bigger one.
+
+        Args:
+            queue_size: How many events the queue holds before it discards
+                the oldest.
+
+        Returns:
+            The queue.
+
+        Raises:
+            ValueError: If ``queue_size`` is below 1.
+            TypeError: If ``queue_size`` is not an integer.
+            SchedulerShutdownError: After :meth:`shutdown`.
+        """
+        self._check_running()
+        _check_count("queue_size", queue_size)
+        return self._dispatcher.new_queue(queue_size)
+
+    def get_queue(self, device: DeviceType, attr_name: str, event_type: tango.EventType) -> EventQueue:
+        """Return the queue of an existing stream, for a ``queue_factory`` that shares it.
+
+        Streams sharing a queue have their events delivered in the order they
+        were received.
+
+        Args:
+            device: The device, as a proxy or a TRL.
+            attr_name: The attribute.
+            event_type: The event type.
+
+        Returns:
+            The stream's queue.
+
+        Raises:
+            StreamNotFoundError: If the stream does not exist.
+            SchedulerShutdownError: After :meth:`shutdown`.
+        """
+        key = self._key(device, attr_name, event_type)
+        with self._lock:
+            self._check_running()
+            stream = self._streams.get(key)
+            if stream is None:
+                raise StreamNotFoundError(f"no stream {_describe(key)} in {self._name}")
+            return stream.queue
+
+    # -- callbacks -----------------------------------------------------------
+
+    def register_event_callback(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        callback: EventCallbackType,
+        queue_factory: QueueFactory | None = None,
+    ) -> Future[CallbackID]:
+        """Call ``callback`` with every event of a stream, on a worker thread.
+
+        The stream (device, attribute, event type) is connected if it is not
+        yet. Callbacks of one stream are called in registration order.
+
+        Args:
+            device: A ``tango.DeviceProxy``, or the device's TRL
+                (``"domain/family/member"`` or
+                ``"tango://host:port/domain/family/member"``); the device need
+                not exist yet.
+            attr_name: The attribute.
+            event_type: The event type, e.g. ``tango.EventType.CHANGE_EVENT``.
+            callback: Called with each event (``tango.EventData`` or the like,
+                including error events with ``err`` true).
+            queue_factory: Called without arguments when the stream is
+                created, to give it a queue (``allocate_queue`` or
+                ``get_queue``); ignored if the stream exists already.
+
+        Returns:
+            A future of the callback's id. It completes once the stream's
+            first connection attempt has an outcome (at once if the stream is
+            already connected, and before returning on PyTango < 10.1). A
+            failed attempt also completes it: the callback then receives error
+            events while the scheduler keeps retrying.
+
+        Raises:
+            TypeError: If ``callback`` or ``queue_factory`` is not callable,
+                ``device`` is neither a proxy nor a string, ``event_type`` is
+                not a ``tango.EventType``, or the factory returns no queue.
+            ValueError: For an empty attribute name, an unsupported event
+                type, a malformed TRL, or a queue of another scheduler.
+            SchedulerShutdownError: After :meth:`shutdown`.
+        """
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, got {callback!r}")
+        future: Future[CallbackID] = Future()
+
+        def bind(stream: EventStream) -> bool:
+            callback_id = CallbackID(next(_callback_numbers))
+            registration = CallbackRegistration(callback_id, callback)
+            stream.registrations = (*stream.registrations, registration)
+            self._callbacks[callback_id] = (stream, registration)
+            if stream.outcome_known:
+                future.set_result(callback_id)  # no done-callbacks yet: safe under the lock
+                return False
+            stream.waiters.append((future, callback_id))
+            return True
+
+        self._attach(device, attr_name, event_type, queue_factory, bind)
+        return future
+
+    def unregister_callback(self, callback_id: CallbackID) -> None:
+        """Stop calling a callback.
+
+        Once this returns the callback is not called again (a call already
+        running finishes). The stream is disconnected when its last callback
+        leaves, unless it is pinned by :meth:`connect_event_stream`.
+
+        Args:
+            callback_id: The id the registration's future gave.
+
+        Raises:
+            UnknownCallbackError: If the id is unknown or already unregistered.
+            SchedulerShutdownError: After :meth:`shutdown`.
+        """
+        with self._lock:
+            self._check_running()
+            entry = self._callbacks.pop(callback_id, None)
+            if entry is None:
+                raise UnknownCallbackError(
+                    f"callback id {callback_id!r} is not registered with {self._name}"
+                )
+            stream, registration = entry
+            registration.active = False
+            stream.registrations = tuple(r for r in stream.registrations if r is not registration)
+            self._release_if_unused(stream)
+
+    # -- persistent streams --------------------------------------------------
+
+    def connect_event_stream(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        queue_factory: QueueFactory | None = None,
+    ) -> Future[None]:
+        """Connect a stream and keep it connected until :meth:`disconnect_event_stream`.
+
+        Registering and unregistering callbacks on a pinned stream makes no
+        Tango call, which spares every other callback in the process the pause
+        that a subscription or unsubscription causes. Events that arrive while
+        no callback is registered are discarded.
+
+        Args:
+            device: The device, as a proxy or a TRL.
+            attr_name: The attribute.
+            event_type: The event type.
+            queue_factory: As for :meth:`register_event_callback`.
+
+        Returns:
+            A future that completes once the first connection attempt has an
+            outcome.
+
+        Raises:
+            TypeError: For arguments of the wrong type.
+            ValueError: For malformed arguments.
+            SchedulerShutdownError: After :meth:`shutdown`.
+        """
+        future: Future[None] = Future()
+
+        def bind(stream: EventStream) -> bool:
+            stream.pinned = True
+            if stream.outcome_known:
+                future.set_result(None)
+                return False
+            stream.waiters.append((future, None))
+            return True
+
+        self._attach(device, attr_name, event_type, queue_factory, bind)
+        return future
+
+    def disconnect_event_stream(
+        self, device: DeviceType, attr_name: str, event_type: tango.EventType
+    ) -> None:
+        """Release a stream pinned by :meth:`connect_event_stream`.
+
+        The stream is disconnected now if no callback is registered, else when
+        its last callback leaves.
+
+        Args:
+            device: The device, as a proxy or a TRL.
+            attr_name: The attribute.
+            event_type: The event type.
+
+        Raises:
+            StreamNotFoundError: If the stream is not pinned.
+            SchedulerShutdownError: After :meth:`shutdown`.
+        """
+        key = self._key(device, attr_name, event_type)
+        with self._lock:
+            self._check_running()
+            stream = self._streams.get(key)
+            if stream is None or not stream.pinned:
+                raise StreamNotFoundError(
+                    f"stream {_describe(key)} was not connected with connect_event_stream"
+                )
+            stream.pinned = False
+            self._release_if_unused(stream)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the scheduler: unsubscribe everything and stop the workers.
+
+        No new work is accepted; callbacks that are running finish; events
+        still queued are not delivered. Calling it again does nothing. It may
+        be called from a callback (that worker then ends after the callback).
+
+        Args:
+            timeout: Seconds to wait for running callbacks; None waits as long
+                as they take. Unsubscribing waits at most 5 s more.
+        """
+        with self._lock:
+            if self._shut_down:
+                return
+            self._shut_down = True
+            streams = list(self._streams.values())
+            self._streams.clear()
+            self._callbacks.clear()
+            for stream in streams:
+                stream.closed = True
+                for registration in stream.registrations:
+                    registration.active = False
+        wait = _UNSUBSCRIBE_WAIT if timeout is None else min(timeout, _UNSUBSCRIBE_WAIT)
+        if not self._ctx.executor.close([s.close for s in streams], wait):
+            self._logger.warning(
+                "%s: Tango did not take back every subscription within %.1f s", self._name, wait
+            )
+        error = SchedulerShutdownError(f"{self._name} was shut down")
+        for stream in streams:
+            stream.resolve_waiters(error)
+        if not self._dispatcher.stop(timeout):
+            self._logger.warning("%s: some callbacks were still running at shutdown", self._name)
+
+    def __enter__(self) -> CallbackScheduler:
+        """Return the scheduler, to shut it down at the end of a ``with`` block."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Shut the scheduler down."""
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        """Return a short description."""
+        state = "shut down" if self._shut_down else f"{len(self._streams)} stream(s)"
+        return f"<CallbackScheduler {self._name!r}, {self.thread_count} thread(s), {state}>"
+
+    # -- diagnostics ---------------------------------------------------------
+
+    def diagnostics(self) -> SchedulerDiagnostics:
+        """Take a consistent snapshot of streams, queues, retries and totals.
+
+        Returns:
+            The snapshot; ``to_dict()`` makes it JSON-ready.
+        """
+        now_mono = time.monotonic()
+        with self._lock, self._dispatcher.locked():
+            streams = list(self._streams.values())
+            queued_by_stream: dict[EventStream, int] = {}
+            for queue in self._queue_users:
+                for sink, _ in queue._items:  # noqa: SLF001 - snapshot under the lock
+                    if isinstance(sink, EventStream):
+                        queued_by_stream[sink] = queued_by_stream.get(sink, 0) + 1
+            stream_rows = tuple(
+                StreamDiagnostics(
+                    name=s.name,
+                    device=s.key.device.trl,
+                    attribute=s.attribute,
+                    event_type=s.key.event_type.name,
+                    state=s.state.value,
+                    pinned=s.pinned,
+                    callbacks=len(s.registrations),
+                    queue=s.queue.name,
+                    queued=queued_by_stream.get(s, 0),
+                    received=s.counters.received,
+                    delivered=s.counters.delivered,
+                    dropped=s.counters.dropped,
+                    callback_errors=s.counters.callback_errors,
+                    last_error=s.last_error,
+                )
+                for s in streams
+            )
+            queue_rows = tuple(
+                QueueDiagnostics(
+                    name=q.name,
+                    size=q.maxsize,
+                    depth=len(q),
+                    received=q.counters.received,
+                    delivered=q.counters.delivered,
+                    dropped=q.counters.dropped,
+                    streams=tuple(sorted(s.name for s in users)),
+                )
+                for q, users in self._queue_users.items()
+            )
+            backoff_rows = tuple(
+                BackoffDiagnostics(
+                    stream=s.name,
+                    attempts=s.backoff.attempts,
+                    delay=round(s.backoff.delay, 6),
+                    next_attempt_in=(
+                        None
+                        if s.backoff.next_attempt_at is None
+                        else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
+                    ),
+                    last_error=s.backoff.last_error or s.last_error,
+                    failing_since=s.backoff.failing_since,
+                )
+                for s in streams
+                if s.backoff.active or s.state is StreamState.FAILING
+            )
+            counts = self._dispatcher.totals
+            totals = Totals(
+                received=counts.received,
+                delivered=counts.delivered,
+                dropped=counts.dropped,
+                queued=counts.received - counts.delivered - counts.dropped,
+                callback_errors=counts.callback_errors,
+                subscribe_calls=self._ctx.subscribe_calls,
+                unsubscribe_calls=self._ctx.unsubscribe_calls,
+            )
+        return SchedulerDiagnostics(
+            name=self._name,
+            thread_count=self.thread_count,
+            running=not self._shut_down,
+            timestamp=time.time(),
+            totals=totals,
+            queues=queue_rows,
+            streams=stream_rows,
+            backoff=backoff_rows,
+        )
+
+    # -- internals -----------------------------------------------------------
+
+    def _check_running(self) -> None:
+        if self._shut_down:
+            raise SchedulerShutdownError(f"{self._name} was shut down")
+
+    def _key(self, device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
+        self._check_running()
+        if not isinstance(attr_name, str):
+            raise TypeError(f"attr_name must be a string, got {attr_name!r}")
+        if not attr_name.strip() or "/" in attr_name:
+            raise ValueError(f"attr_name must be a plain attribute name, got {attr_name!r}")
+        if not isinstance(event_type, tango.EventType):
+            raise TypeError(f"event_type must be a tango.EventType, got {event_type!r}")
+        if event_type not in _compat.SUPPORTED_EVENT_TYPES:
+            supported = ", ".join(sorted(t.name for t in _compat.SUPPORTED_EVENT_TYPES))
+            raise ValueError(f"event type {event_type.name} is not supported; use one of {supported}")
+        return StreamKey(_compat.key_of(device), attr_name.strip().lower(), event_type)
+
+    def _attach(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        queue_factory: QueueFactory | None,
+        bind: Callable[[EventStream], bool],
+    ) -> None:
+        """Find or create the stream and run ``bind`` on it under the lock.
+
+        ``bind`` returns True when its future waits for the connection
+        outcome; on PyTango < 10.1 the caller then waits here for the
+        synchronous subscription, as a direct ``subscribe_event`` would.
+        """
+        if queue_factory is not None and not callable(queue_factory):
+            raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
+        key = self._key(device, attr_name, event_type)
+        with self._lock:
+            self._check_running()
+            stream = self._streams.get(key)
+            if stream is not None:
+                bind(stream)
+                return
+        # Create the queue outside the lock: the factory may call get_queue.
+        queue = self._make_queue(queue_factory, key)
+        proxy = device if isinstance(device, tango.DeviceProxy) else None
+        with self._lock:
+            self._check_running()
+            stream = self._streams.get(key)
+            created = stream is None
+            if stream is None:
+                if proxy is not None:
+                    proxy = self._ctx.proxies.setdefault(key.device, proxy)
+                stream = EventStream(self._ctx, key, attr_name.strip(), queue, proxy)
+                self._streams[key] = stream
+                self._queue_users.setdefault(queue, set()).add(stream)
+            waiting = bind(stream)
+            waiter = stream.waiters[-1][0] if waiting else None
+        if created:
+            self._ctx.executor.submit(stream.connect)
+        if waiter is not None and not _compat.ASYNC_SUBSCRIPTION:
+            if not self._ctx.executor.in_executor():
+                concurrent.futures.wait([waiter], timeout=_SYNC_REGISTER_WAIT)
+
+    def _make_queue(self, queue_factory: QueueFactory | None, key: StreamKey) -> EventQueue:
+        if queue_factory is None:
+            name = f"{key.device.attribute_trl(key.attribute)}#{key.event_type.name}"
+            return self._dispatcher.new_queue(self._default_queue_size, name)
+        queue = queue_factory()
+        if not isinstance(queue, EventQueue):
+            raise TypeError(f"queue_factory must return an EventQueue, got {queue!r}")
+        if not self._dispatcher.owns(queue):
+            raise ValueError(f"{queue!r} belongs to another scheduler")
+        return queue
+
+    def _release_if_unused(self, stream: EventStream) -> None:
+        """Close a stream that has neither callbacks nor a pin (lock held)."""
+        if stream.registrations or stream.pinned or stream.closed:
+            return
+        stream.closed = True
+        if self._streams.get(stream.key) is stream:
+            del self._streams[stream.key]
+        users = self._queue_users.get(stream.queue)
+        if users is not None:
+            users.discard(stream)
+            if not users:
+                del self._queue_users[stream.queue]
+                self._dispatcher.forget_queue(stream.queue)
+        self._ctx.executor.submit(stream.close)
+
+
+def _check_count(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def _describe(key: StreamKey) -> str:
+    return f"{key.device.attribute_trl(key.attribute)} ({key.event_type.name})"

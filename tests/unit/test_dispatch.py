@@ -1,0 +1,296 @@
+"""The worker pool: order, fairness, exclusivity, error isolation, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ska_tango_scheduler._dispatch import Dispatcher, RateLimitedLogger
+
+
+def test_events_of_one_queue_arrive_in_order(make_dispatcher, sink_class, limited, wait) -> None:
+    dispatcher = make_dispatcher(4)
+    seen: list[int] = []
+    sink = sink_class("s", limited, seen.append)
+    queue = dispatcher.new_queue(10_000)
+    for i in range(5000):
+        dispatcher.put(queue, sink, i)
+    wait(lambda: len(seen) == 5000)
+    assert seen == list(range(5000))
+
+
+def test_callbacks_of_a_sink_run_in_registration_order(
+    make_dispatcher, sink_class, limited, wait
+) -> None:
+    dispatcher = make_dispatcher(2)
+    calls: list[tuple[str, int]] = []
+    sink = sink_class(
+        "s", limited, lambda e: calls.append(("a", e)), lambda e: calls.append(("b", e))
+    )
+    queue = dispatcher.new_queue(10)
+    for i in range(3):
+        dispatcher.put(queue, sink, i)
+    wait(lambda: len(calls) == 6)
+    assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+
+
+@pytest.mark.parametrize("thread_count", [1, 2, 3])
+def test_backlog_does_not_hold_up_a_quiet_queue(
+    make_dispatcher, sink_class, gate_class, limited, wait, thread_count
+) -> None:
+    """A queue with 10 000 events delays a newly busy queue by <= 1 callback per worker."""
+    dispatcher = make_dispatcher(thread_count)
+    order: list[str] = []
+    lock = threading.Lock()
+    gates = [gate_class() for _ in range(thread_count)]
+    first = iter(gates)
+
+    def flood(event: Any) -> None:
+        gate = next(first, None)
+        if gate is not None:
+            gate(event)
+        with lock:
+            order.append("flood")
+
+    def quiet(event: Any) -> None:
+        with lock:
+            order.append("quiet")
+
+    flood_queues = [dispatcher.new_queue(10_000) for _ in range(thread_count)]
+    flood_sinks = [sink_class(f"f{i}", limited, flood) for i in range(thread_count)]
+    for queue, sink in zip(flood_queues, flood_sinks):
+        for i in range(10_000 // thread_count):
+            dispatcher.put(queue, sink, i)
+    for gate in gates:  # every worker is now busy with a flood callback
+        assert gate.entered.wait(30)
+    quiet_queue = dispatcher.new_queue(10)
+    dispatcher.put(quiet_queue, sink_class("q", limited, quiet), 0)
+    with lock:
+        before = len(order)
+    for gate in gates:
+        gate.release.set()
+    wait(lambda: "quiet" in order)
+    with lock:
+        floods_in_between = order.index("quiet") - before
+    # The callbacks already running when the quiet event came are allowed, one per worker.
+    assert floods_in_between <= thread_count, order[: before + thread_count + 2]
+
+
+def test_never_two_workers_on_one_queue(make_dispatcher, sink_class, limited, wait) -> None:
+    dispatcher = make_dispatcher(4)
+    active: dict[str, int] = {}
+    worst: dict[str, int] = {}
+    lock = threading.Lock()
+    done = [0]
+
+    def make(name: str):
+        def callback(event: Any) -> None:
+            with lock:
+                active[name] = active.get(name, 0) + 1
+                worst[name] = max(worst.get(name, 0), active[name])
+            time.sleep(0.0005)
+            with lock:
+                active[name] -= 1
+                done[0] += 1
+
+        return callback
+
+    shared = dispatcher.new_queue(1000)
+    queues = [shared, shared] + [dispatcher.new_queue(1000) for _ in range(4)]
+    # Sinks 0 and 1 share a queue: their callbacks count under one name.
+    sinks = [sink_class(f"s{i}", limited, make(q.name)) for i, q in enumerate(queues)]
+    for i in range(200):
+        for sink, queue in zip(sinks, queues):
+            dispatcher.put(queue, sink, i)
+    wait(lambda: done[0] == 1200)
+    assert worst == {q.name: 1 for q in queues}
+
+
+def test_callback_errors_are_counted_and_survived(
+    make_dispatcher, sink_class, limited, wait, caplog
+) -> None:
+    dispatcher = make_dispatcher(1)
+    good: list[int] = []
+
+    def bad(event: Any) -> None:
+        raise RuntimeError(f"boom {event}")
+
+    sink = sink_class("s", limited, bad, good.append)
+    queue = dispatcher.new_queue(1000)
+    with caplog.at_level(logging.ERROR, logger="test.core"):
+        for i in range(100):
+            dispatcher.put(queue, sink, i)
+        wait(lambda: len(good) == 100)
+    assert good == list(range(100))
+    assert sink.counters.callback_errors == 100
+    # Logged, but not 100 times.
+    assert 1 <= len([r for r in caplog.records if "raised" in r.getMessage()]) <= 2
+    # the worker is still alive and serving
+    dispatcher.put(queue, sink, 100)
+    wait(lambda: len(good) == 101)
+
+
+def test_totals_count_callback_errors(make_dispatcher, sink_class, limited, wait) -> None:
+    dispatcher = make_dispatcher(1)
+    # Sinks that report their failures like the real streams do.
+
+    class Counting(sink_class):  # type: ignore[misc, valid-type]
+        def deliver(self, payload: Any) -> None:
+            before = self.counters.callback_errors
+            super().deliver(payload)
+            dispatcher.count_callback_errors(self.counters.callback_errors - before)
+
+    def bad(event: Any) -> None:
+        raise ValueError
+
+    sink = Counting("s", limited, bad)
+    queue = dispatcher.new_queue(10)
+    for i in range(7):
+        dispatcher.put(queue, sink, i)
+    wait(lambda: dispatcher.totals.callback_errors == 7)
+
+
+def test_stop_lets_the_running_callback_finish(make_dispatcher, sink_class, limited) -> None:
+    dispatcher = make_dispatcher(1)
+    finished = threading.Event()
+    started = threading.Event()
+
+    def slow(event: Any) -> None:
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+
+    queue = dispatcher.new_queue(10)
+    sink = sink_class("s", limited, slow)
+    for i in range(5):
+        dispatcher.put(queue, sink, i)
+    assert started.wait(30)
+    assert dispatcher.stop(timeout=30)
+    assert finished.is_set()
+    # Events not yet delivered stay counted as queued.
+    assert queue.counters.received == queue.counters.delivered + len(queue)
+    assert dispatcher.stop(timeout=1)  # idempotent
+    assert not any(t.is_alive() for t in dispatcher.threads)
+
+
+def test_stop_from_a_callback_does_not_deadlock(make_dispatcher, sink_class, limited, wait) -> None:
+    dispatcher = make_dispatcher(2)
+    result: list[bool] = []
+    sink = sink_class("s", limited, lambda e: result.append(dispatcher.stop(timeout=30)))
+    dispatcher.put(dispatcher.new_queue(1), sink, 0)
+    wait(lambda: bool(result))
+    assert result == [True]
+
+
+def test_drops_are_logged_without_flooding(make_dispatcher, sink_class, gate_class, limited, wait, caplog) -> None:
+    dispatcher = make_dispatcher(1)
+    gate = gate_class()
+    seen: list[int] = []
+
+    def callback(event: int) -> None:
+        if event == 0:
+            gate(event)
+        seen.append(event)
+
+    queue = dispatcher.new_queue(2)
+    sink = sink_class("s", limited, callback)
+    with caplog.at_level(logging.WARNING, logger="test.core"):
+        dispatcher.put(queue, sink, 0)
+        assert gate.entered.wait(30)
+        for i in range(1, 50):
+            dispatcher.put(queue, sink, i)
+        gate.release.set()
+        wait(lambda: len(seen) == 3)
+    assert seen == [0, 48, 49]
+    assert queue.counters.dropped == 47 == sink.counters.dropped
+    drops = [r for r in caplog.records if "discarded" in r.getMessage()]
+    assert len(drops) == 1 and "47" in drops[0].getMessage()
+
+
+def test_worker_threads_are_named_and_wrapped() -> None:
+    entered: list[str] = []
+
+    class Context:
+        def __enter__(self) -> None:
+            entered.append(threading.current_thread().name)
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    dispatcher = Dispatcher(2, "named", logging.getLogger("x"), thread_context=Context)
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(entered) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(entered) == ["named.worker-0", "named.worker-1"]
+    finally:
+        assert dispatcher.stop(timeout=30)
+
+
+def test_owns_only_its_queues(make_dispatcher) -> None:
+    a, b = make_dispatcher(1), make_dispatcher(1)
+    queue = a.new_queue(1)
+    assert a.owns(queue) and not b.owns(queue) and not a.owns(object())
+
+
+def test_rate_limited_logger_reports_suppressed(caplog) -> None:
+    limited = RateLimitedLogger(logging.getLogger("test.rl"), interval=0.2)
+    with caplog.at_level(logging.INFO, logger="test.rl"):
+        for _ in range(5):
+            limited.log(logging.INFO, "k", "msg %s", "x")
+        time.sleep(0.25)
+        limited.log(logging.INFO, "k", "msg %s", "y")
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["msg x", "msg y (4 similar message(s) suppressed)"]
+
+
+ops = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(1, 40), st.booleans()), min_size=1, max_size=25
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=ops, sizes=st.lists(st.integers(1, 16), min_size=4, max_size=4), threads=st.integers(1, 3))
+def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, limited) -> None:
+    """received == delivered + dropped + queued for random interleavings."""
+    dispatcher = Dispatcher(threads, "prop", logging.getLogger("test.prop"))
+    dispatcher.start()
+    try:
+        queues = [dispatcher.new_queue(size) for size in sizes]
+        queues[3] = queues[0]  # one queue shared by two sinks
+        slow = lambda e: time.sleep(0.0002)  # noqa: E731
+        sinks = [sink_class(f"s{i}", limited, slow) for i in range(4)]
+
+        def check() -> None:
+            with dispatcher.locked():
+                qs = set(queues)
+                for q in qs:
+                    c = q.counters
+                    assert c.received == c.delivered + c.dropped + len(q)
+                for i, s in enumerate(sinks):
+                    waiting = sum(1 for sk, _ in queues[i]._items if sk is s)
+                    c = s.counters
+                    assert c.received == c.delivered + c.dropped + waiting
+                t = dispatcher.totals
+                assert t.received == t.delivered + t.dropped + sum(len(q) for q in qs)
+
+        for target, count, pause in ops:
+            for i in range(count):
+                dispatcher.put(queues[target], sinks[target], i)
+            if pause:
+                time.sleep(0.001)
+            check()
+        deadline = time.monotonic() + 30
+        while any(len(q) for q in queues) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        check()
+        assert all(len(q) == 0 for q in queues)
+    finally:
+        assert dispatcher.stop(timeout=30)
