@@ -18,14 +18,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ContextManager
+from typing import Any
 
 from ._queues import Counters, EventQueue, Sink
 
 __all__ = ["CallbackRegistration", "Dispatcher", "RateLimitedLogger", "run_callbacks"]
 
-ThreadContext = Callable[[], ContextManager[Any]]
+ThreadContext = Callable[[], AbstractContextManager[Any]]
 
 
 class RateLimitedLogger:

@@ -15,7 +15,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 __all__ = ["SerialExecutor", "TimerHandle"]
 
@@ -41,7 +42,7 @@ class SerialExecutor:
         self,
         name: str,
         logger: logging.Logger,
-        thread_context: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+        thread_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
     ) -> None:
         """Create and start the executor thread.
 

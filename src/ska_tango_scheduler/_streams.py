@@ -240,8 +240,13 @@ class EventStream:
         if not _compat.ASYNC_SUBSCRIPTION:
             self._connected()
 
-    def close(self) -> None:
-        """Cancel retries and the Tango subscription (connector thread)."""
+    def close(self, error: BaseException | None = None) -> None:
+        """Cancel retries and the Tango subscription (connector thread).
+
+        Args:
+            error: Exception for futures still waiting for a first outcome;
+                they get their normal result if None.
+        """
         self.closed = True
         if self._retry is not None:
             self._retry.cancel()
@@ -250,7 +255,7 @@ class EventStream:
             self._unsubscribe()
         self.state = StreamState.CLOSED
         self.backoff.reset()
-        self.resolve_waiters()
+        self.resolve_waiters(error)
 
     def resolve_waiters(self, error: BaseException | None = None) -> None:
         """Complete the futures waiting for the first connection outcome.

@@ -105,6 +105,7 @@ def parse_device_trl(text: str, default_tango_host: str | None) -> DeviceKey:
             "'tango://host:port/domain/family/member'"
         )
     dbase = match.group("nodb") is None
+    port: int | None
     if match.group("host"):
         host, port = match.group("host").lower(), int(match.group("port"))
     else:

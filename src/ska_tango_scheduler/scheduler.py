@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import logging
 import threading
@@ -169,7 +170,9 @@ class CallbackScheduler:
         _check_count("queue_size", queue_size)
         return self._dispatcher.new_queue(queue_size)
 
-    def get_queue(self, device: DeviceType, attr_name: str, event_type: tango.EventType) -> EventQueue:
+    def get_queue(
+        self, device: DeviceType, attr_name: str, event_type: tango.EventType
+    ) -> EventQueue:
         """Return the queue of an existing stream, for a ``queue_factory`` that shares it.
 
         Streams sharing a queue have their events delivered in the order they
@@ -218,7 +221,9 @@ class CallbackScheduler:
             attr_name: The attribute.
             event_type: The event type, e.g. ``tango.EventType.CHANGE_EVENT``.
             callback: Called with each event (``tango.EventData`` or the like,
-                including error events with ``err`` true).
+                including error events with ``err`` true). Like Tango, the
+                scheduler also takes an object with a ``push_event(event)``
+                method, such as ``tango.utils.EventCallback()``.
             queue_factory: Called without arguments when the stream is
                 created, to give it a queue (``allocate_queue`` or
                 ``get_queue``); ignored if the stream exists already.
@@ -231,20 +236,20 @@ class CallbackScheduler:
             events while the scheduler keeps retrying.
 
         Raises:
-            TypeError: If ``callback`` or ``queue_factory`` is not callable,
+            TypeError: If ``callback`` is neither callable nor has a
+                ``push_event`` method, ``queue_factory`` is not callable,
                 ``device`` is neither a proxy nor a string, ``event_type`` is
                 not a ``tango.EventType``, or the factory returns no queue.
             ValueError: For an empty attribute name, an unsupported event
                 type, a malformed TRL, or a queue of another scheduler.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        if not callable(callback):
-            raise TypeError(f"callback must be callable, got {callback!r}")
+        function = _as_function(callback)
         future: Future[CallbackID] = Future()
 
         def bind(stream: EventStream) -> bool:
             callback_id = CallbackID(next(_callback_numbers))
-            registration = CallbackRegistration(callback_id, callback)
+            registration = CallbackRegistration(callback_id, function)
             stream.registrations = (*stream.registrations, registration)
             self._callbacks[callback_id] = (stream, registration)
             if stream.outcome_known:
@@ -379,11 +384,12 @@ class CallbackScheduler:
                 for registration in stream.registrations:
                     registration.active = False
         wait = _UNSUBSCRIBE_WAIT if timeout is None else min(timeout, _UNSUBSCRIBE_WAIT)
-        if not self._ctx.executor.close([s.close for s in streams], wait):
+        error = SchedulerShutdownError(f"{self._name} was shut down")
+        jobs = [functools.partial(s.close, error) for s in streams]
+        if not self._ctx.executor.close(jobs, wait):
             self._logger.warning(
                 "%s: Tango did not take back every subscription within %.1f s", self._name, wait
             )
-        error = SchedulerShutdownError(f"{self._name} was shut down")
         for stream in streams:
             stream.resolve_waiters(error)
         if not self._dispatcher.stop(timeout):
@@ -502,7 +508,9 @@ class CallbackScheduler:
             raise TypeError(f"event_type must be a tango.EventType, got {event_type!r}")
         if event_type not in _compat.SUPPORTED_EVENT_TYPES:
             supported = ", ".join(sorted(t.name for t in _compat.SUPPORTED_EVENT_TYPES))
-            raise ValueError(f"event type {event_type.name} is not supported; use one of {supported}")
+            raise ValueError(
+                f"event type {event_type.name} is not supported; use one of {supported}"
+            )
         return StreamKey(_compat.key_of(device), attr_name.strip().lower(), event_type)
 
     def _attach(
@@ -574,6 +582,18 @@ class CallbackScheduler:
                 del self._queue_users[stream.queue]
                 self._dispatcher.forget_queue(stream.queue)
         self._ctx.executor.submit(stream.close)
+
+
+def _as_function(callback: object) -> Callable[[Any], None]:
+    """Return what to call for a callback given as a callable or a push_event object."""
+    if callable(callback):
+        return callback
+    push_event = getattr(callback, "push_event", None)
+    if callable(push_event):
+        return push_event  # type: ignore[no-any-return]
+    raise TypeError(
+        f"callback must be callable or have a push_event(event) method, got {callback!r}"
+    )
 
 
 def _check_count(name: str, value: object) -> None:

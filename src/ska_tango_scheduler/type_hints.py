@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeAlias, Union
+from typing import Protocol, TypeAlias, Union
 
 import tango
 
 from ._queues import EventQueue
 
-__all__ = ["DeviceType", "EventCallbackType", "EventDataType", "QueueFactory"]
+__all__ = [
+    "DeviceType",
+    "EventCallbackType",
+    "EventDataType",
+    "PushEventCallback",
+    "QueueFactory",
+]
 
 #: What an event callback receives: Tango's event data classes, including
 #: error events (``err`` true) that Tango or the scheduler makes up.
@@ -17,8 +23,23 @@ EventDataType: TypeAlias = Union[  # noqa: UP007 - a runtime alias, readable in 
     tango.EventData, tango.AttrConfEventData, tango.DataReadyEventData
 ]
 
-#: A callback registered with a scheduler.
-EventCallbackType: TypeAlias = Callable[[EventDataType], None]
+
+class PushEventCallback(Protocol):
+    """A Tango-style callback object: events go to its ``push_event`` method."""
+
+    def push_event(self, event: EventDataType) -> None:
+        """Receive one event.
+
+        Args:
+            event: The event.
+        """
+
+
+#: A callback registered with a scheduler: a callable taking the event, or
+#: an object with a ``push_event`` method (as ``tango.utils.EventCallback``).
+EventCallbackType: TypeAlias = Union[  # noqa: UP007
+    Callable[[EventDataType], None], PushEventCallback
+]
 
 #: A device, named by a proxy or by its TRL.
 DeviceType: TypeAlias = Union[tango.DeviceProxy, str]  # noqa: UP007
