@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -102,7 +102,7 @@ class SerialExecutor:
             self._cond.notify()
         return handle
 
-    def close(self, final_jobs: list[Callable[[], None]], timeout: float | None) -> bool:
+    def close(self, final_jobs: Sequence[Callable[[], None]], timeout: float | None) -> bool:
         """Cancel pending jobs, run ``final_jobs``, and stop the thread.
 
         Args:

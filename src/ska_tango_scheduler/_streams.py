@@ -230,9 +230,7 @@ class EventStream:
         self.state = StreamState.CONNECTING
         self.ctx.subscribe_calls += 1
         try:
-            subscription = _compat.subscribe(
-                proxy, self.attribute, self.key.event_type, callback
-            )
+            subscription = _compat.subscribe(proxy, self.attribute, self.key.event_type, callback)
         except Exception as exc:  # noqa: BLE001 - reported to the callbacks
             self._failed(_compat.errors_of(exc), synthetic=True)
             return

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -138,10 +138,12 @@ def test_proxy_and_trl_share_one_stream(
     by_proxy, by_name, by_trl = Recorder(), Recorder(), Recorder()
     ids = [
         sched.register_event_callback(source, "myAttr1", CHANGE, by_proxy).result(timeout=30),
-        sched.register_event_callback(event_source.devices[0].upper(), "MYATTR1", CHANGE, by_name)
-        .result(timeout=30),
-        sched.register_event_callback(event_source.trls[0], "myattr1", CHANGE, by_trl)
-        .result(timeout=30),
+        sched.register_event_callback(
+            event_source.devices[0].upper(), "MYATTR1", CHANGE, by_name
+        ).result(timeout=30),
+        sched.register_event_callback(event_source.trls[0], "myattr1", CHANGE, by_trl).result(
+            timeout=30
+        ),
     ]
     snap = sched.diagnostics()
     assert len(snap.streams) == 1 and snap.streams[0].callbacks == 3
@@ -289,9 +291,7 @@ def test_pinned_stream_with_callback_disconnects_when_callback_leaves(
 
 def _latencies(recorder: Recorder) -> list[float]:
     with recorder.lock:
-        return [
-            t - e.attr_value.time.totime() for t, e in recorder.events if _has_value(e)
-        ]
+        return [t - e.attr_value.time.totime() for t, e in recorder.events if _has_value(e)]
 
 
 def test_slow_callback_does_not_hold_up_other_streams(source: tango.DeviceProxy) -> None:

@@ -52,7 +52,9 @@ def sched() -> Iterator[CallbackScheduler]:
     assert not any(t.is_alive() for t in scheduler.threads)
 
 
-def test_trl_before_the_device_is_defined(sched: CallbackScheduler, device_server_factory: Any) -> None:
+def test_trl_before_the_device_is_defined(
+    sched: CallbackScheduler, device_server_factory: Any
+) -> None:
     server = device_server_factory.event_source(1, start=False)
     device = server.devices[0]
     rec = Recorder()
@@ -127,16 +129,22 @@ def test_server_killed_and_restarted(sched: CallbackScheduler, device_server_fac
 
     server.kill()
     killed_at = time.monotonic()
-    wait_for(lambda: any(t > killed_at for t, _ in [(t, e) for t, e in rec.events if e.err]),
-             timeout=60, message="no error event after the server was killed")
+    wait_for(
+        lambda: any(t > killed_at for t, _ in [(t, e) for t, e in rec.events if e.err]),
+        timeout=60,
+        message="no error event after the server was killed",
+    )
     before_restart = len(rec.good())
 
     server.start()
     restarted = time.monotonic()
     proxy = tango.DeviceProxy(device)
     proxy.command_inout("StartPushing", ([20.0], ["myAttr1"]))
-    wait_for(lambda: any(t > restarted for t, _ in rec.good()), timeout=60,
-             message="delivery did not resume after the restart")
+    wait_for(
+        lambda: any(t > restarted for t, _ in rec.good()),
+        timeout=60,
+        message="delivery did not resume after the restart",
+    )
     proxy.command_inout("StopPushing", [])
     assert len(rec.good()) > before_restart
 
@@ -218,11 +226,17 @@ def test_concurrent_register_unregister_under_load(event_source: Any) -> None:
     assert not errors, errors[:3]
     assert not any(t.is_alive() for t in threads)
     # Callbacks registered from inside callbacks are gone once their futures resolved.
-    wait_for(lambda: sched.diagnostics().streams == (), timeout=60,
-             message="streams left after every callback was unregistered")
+    wait_for(
+        lambda: sched.diagnostics().streams == (),
+        timeout=60,
+        message="streams left after every callback was unregistered",
+    )
     # Every subscription made was taken back (the last ones asynchronously).
-    wait_for(lambda: (t := sched.diagnostics().totals).subscribe_calls == t.unsubscribe_calls,
-             timeout=60, message="a Tango subscription was not taken back")
+    wait_for(
+        lambda: (t := sched.diagnostics().totals).subscribe_calls == t.unsubscribe_calls,
+        timeout=60,
+        message="a Tango subscription was not taken back",
+    )
     totals = sched.diagnostics().totals
     assert totals.received == totals.delivered + totals.dropped + totals.queued
     assert totals.received > 0 and delivered[0] > 0

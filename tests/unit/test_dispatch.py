@@ -64,7 +64,7 @@ def test_backlog_does_not_hold_up_a_quiet_queue(
 
     flood_queues = [dispatcher.new_queue(10_000) for _ in range(thread_count)]
     flood_sinks = [sink_class(f"f{i}", limited, flood) for i in range(thread_count)]
-    for queue, sink in zip(flood_queues, flood_sinks):
+    for queue, sink in zip(flood_queues, flood_sinks, strict=True):
         for i in range(10_000 // thread_count):
             dispatcher.put(queue, sink, i)
     for gate in gates:  # every worker is now busy with a flood callback
@@ -106,7 +106,7 @@ def test_never_two_workers_on_one_queue(make_dispatcher, sink_class, limited, wa
     # Sinks 0 and 1 share a queue: their callbacks count under one name.
     sinks = [sink_class(f"s{i}", limited, make(q.name)) for i, q in enumerate(queues)]
     for i in range(200):
-        for sink, queue in zip(sinks, queues):
+        for sink, queue in zip(sinks, queues, strict=True):
             dispatcher.put(queue, sink, i)
     wait(lambda: done[0] == 1200)
     assert worst == {q.name: 1 for q in queues}
@@ -188,7 +188,9 @@ def test_stop_from_a_callback_does_not_deadlock(make_dispatcher, sink_class, lim
     assert result == [True]
 
 
-def test_drops_are_logged_without_flooding(make_dispatcher, sink_class, gate_class, limited, wait, caplog) -> None:
+def test_drops_are_logged_without_flooding(
+    make_dispatcher, sink_class, gate_class, limited, wait, caplog
+) -> None:
     dispatcher = make_dispatcher(1)
     gate = gate_class()
     seen: list[int] = []
@@ -256,8 +258,12 @@ ops = st.lists(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=ops, sizes=st.lists(st.integers(1, 16), min_size=4, max_size=4), threads=st.integers(1, 3))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    ops=ops, sizes=st.lists(st.integers(1, 16), min_size=4, max_size=4), threads=st.integers(1, 3)
+)
 def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, limited) -> None:
     """received == delivered + dropped + queued for random interleavings."""
     dispatcher = Dispatcher(threads, "prop", logging.getLogger("test.prop"))
