@@ -1,0 +1,141 @@
+# ska-tango-scheduler developer and CI targets.
+#
+#   make test              lint, then every test on the newest PyTango (.venv) and again on an
+#                          old PyTango (.venv-old); creates both virtual environments as needed
+#   make python-lint       ruff (lint and format check), mypy, import-linter
+#   make chart-lint        yamllint of the Helm chart (charts/)
+#   make docs              build the Sphinx documentation, warnings as errors
+#   make package-test      build the sdist and wheel, install each in a fresh venv
+#   make python-test       all tests on .venv             (PYTEST_ARGS="-k foo" to narrow)
+#   make python-test-old   all tests on .venv-old
+#   make demo              run the demo in .venv
+#   make bench             benchmarks against plain PyTango -> docs/benchmarks.md (~6 min)
+#   make bench-quick       benchmark smoke run (< 2 min) -> build/bench-quick/
+#
+# The virtual environments are (re)built when pyproject.toml changes or the PyTango pin
+# changes. Only python3 and access to PyPI are needed.
+
+SHELL := /bin/bash
+
+PYTHON ?= python3
+PYTANGO_NEW ?= 10.3.1
+PYTANGO_OLD ?= 9.5.1
+VENV ?= .venv
+VENV_OLD ?= .venv-old
+PYTEST_ARGS ?=
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+VENV_STAMP := $(VENV)/.installed-pytango-$(PYTANGO_NEW)
+VENV_OLD_STAMP := $(VENV_OLD)/.installed-pytango-$(PYTANGO_OLD)
+SOURCES := src tests benchmarks
+BENCH_ARGS ?=
+BENCH_STAMP := $(VENV)/.installed-bench
+
+.PHONY: help test python-lint python-format python-test python-test-old demo venv venv-old \
+	chart-lint docs package-test bench bench-quick \
+	clean distclean
+
+help:
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+
+# Create a virtual environment in $(1); fall back to virtualenv when this Python has no
+# working venv module (e.g. Debian without python3-venv).
+define make_venv
+	@if [ ! -x "$(1)/bin/python" ]; then \
+		echo "creating $(1)"; \
+		$(PYTHON) -m venv "$(1)" 2>/dev/null || { \
+			rm -rf "$(1)"; \
+			$(PYTHON) -m pip install $(PIP_FLAGS) --user virtualenv && \
+			$(PYTHON) -m virtualenv --quiet "$(1)"; \
+		}; \
+	fi
+endef
+
+$(VENV_STAMP): pyproject.toml
+	$(call make_venv,$(VENV))
+	@echo "installing ska-tango-scheduler with pytango==$(PYTANGO_NEW) into $(VENV)"
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[test,lint,docs,package]" "pytango==$(PYTANGO_NEW)"
+	@rm -f $(VENV)/.installed-pytango-*
+	@touch $@
+
+$(VENV_OLD_STAMP): pyproject.toml
+	$(call make_venv,$(VENV_OLD))
+	@echo "installing ska-tango-scheduler with pytango==$(PYTANGO_OLD) into $(VENV_OLD)"
+	$(VENV_OLD)/bin/python -m pip install $(PIP_FLAGS) -e ".[test]" "pytango==$(PYTANGO_OLD)"
+	@rm -f $(VENV_OLD)/.installed-pytango-*
+	@touch $@
+
+venv: $(VENV_STAMP)
+
+venv-old: $(VENV_OLD_STAMP)
+
+# Runs every stage even when an earlier one fails, then fails if any did.
+test: $(VENV_STAMP) $(VENV_OLD_STAMP)
+	@failed=""; \
+	$(MAKE) --no-print-directory python-lint || failed="$$failed python-lint"; \
+	$(MAKE) --no-print-directory chart-lint || failed="$$failed chart-lint"; \
+	$(MAKE) --no-print-directory docs || failed="$$failed docs"; \
+	$(MAKE) --no-print-directory python-test || failed="$$failed python-test"; \
+	$(MAKE) --no-print-directory python-test-old || failed="$$failed python-test-old"; \
+	$(MAKE) --no-print-directory package-test || failed="$$failed package-test"; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all stages passed"
+
+python-lint: $(VENV_STAMP)
+	@echo "== ruff check"
+	$(VENV)/bin/ruff check $(SOURCES)
+	@echo "== ruff format --check"
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	@echo "== mypy"
+	$(VENV)/bin/mypy
+	@echo "== lint-imports"
+	$(VENV)/bin/lint-imports
+
+python-format: $(VENV_STAMP)
+	$(VENV)/bin/ruff format $(SOURCES)
+	$(VENV)/bin/ruff check --fix $(SOURCES)
+
+python-test: $(VENV_STAMP)
+	@echo "== pytest on pytango $(PYTANGO_NEW) ($(VENV))"
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# PyTango 9.5's own Database server does not work: the test database runs on .venv's Python.
+python-test-old: $(VENV_STAMP) $(VENV_OLD_STAMP)
+	@echo "== pytest on pytango $(PYTANGO_OLD) ($(VENV_OLD))"
+	SKA_TANGO_SCHEDULER_DB_PYTHON="$(abspath $(VENV))/bin/python" \
+		$(VENV_OLD)/bin/python -m pytest $(PYTEST_ARGS)
+
+chart-lint: $(VENV_STAMP)
+	@echo "== yamllint (Helm chart; its Go templates are checked by tests/unit/test_chart.py)"
+	$(VENV)/bin/yamllint --strict .yamllint charts
+
+# -W: warnings are errors; -n: every cross-reference must resolve.
+docs: $(VENV_STAMP)
+	@echo "== sphinx-build (warnings are errors)"
+	$(VENV)/bin/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+
+package-test: $(VENV_STAMP)
+	@echo "== build and install the sdist and the wheel in a fresh virtual environment"
+	PYTHON="$(PYTHON)" PYTANGO="$(PYTANGO_NEW)" bash tools/package-test.sh "$(VENV)/bin/python"
+
+demo: $(VENV_STAMP)
+	$(VENV)/bin/python -m ska_tango_scheduler.demo
+
+# The bench extra (matplotlib for the plots, py-spy for profiling) on top of .venv.
+$(BENCH_STAMP): $(VENV_STAMP) pyproject.toml
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[test,lint,bench]" "pytango==$(PYTANGO_NEW)"
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(VENV)/bin/python -m benchmarks --quick $(BENCH_ARGS)
+
+clean:
+	rm -rf build dist docs/_build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \
+		.hypothesis .import_linter_cache
+	find . -name __pycache__ -type d -not -path "./.venv*" -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) $(VENV_OLD)

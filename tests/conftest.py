@@ -1,0 +1,42 @@
+"""Test configuration shared by the unit and integration suites.
+
+The real-Tango fixtures (``tango_database``, ``device_server_factory``,
+``event_source``) come from :mod:`ska_tango_scheduler.testing.pytest_plugin`.
+Tests under ``tests/integration`` are marked ``integration``; when any such
+test is selected, the Tango database is started before every other fixture,
+so ``TANGO_HOST`` is set before the first Tango client call of the session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import tango
+
+from ska_tango_scheduler.testing import DB_PYTHON_ENV
+
+pytest_plugins = ["ska_tango_scheduler.testing.pytest_plugin"]
+
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Name the PyTango under test and the interpreter of the test database."""
+    db_python = os.environ.get(DB_PYTHON_ENV) or "this interpreter"
+    return f"pytango {tango.__version__}; Tango database runs on: {db_python}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test under ``tests/integration`` as ``integration``."""
+    for item in items:
+        if _INTEGRATION_DIR in item.path.parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tango_host_first(request: pytest.FixtureRequest) -> None:
+    """Start the Tango database first when integration tests were selected."""
+    if any(item.get_closest_marker("integration") for item in request.session.items):
+        request.getfixturevalue("tango_database")
