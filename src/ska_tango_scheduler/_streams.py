@@ -10,7 +10,9 @@ Connecting, by PyTango version:
   outcome arrives as a ``SubSuccess`` event (with the current value) or a
   ``SubFail`` error event. While the stream fails to connect, the connector
   pings the device on the stream's back-off schedule and subscribes afresh as
-  soon as the device answers, instead of waiting for Tango's 10 s retry.
+  soon as the device answers, instead of waiting for Tango's 10 s retry. The
+  ping goes through a new proxy: cppTango refuses to reconnect a proxy whose
+  connection failed less than a second ago, whatever our schedule says.
   Failures that a quick retry cannot mend (the attribute does not exist, its
   events are not configured) are left to Tango's own retry.
 * < 10.1: subscribe synchronously; a failure raises, becomes a synthetic
@@ -335,13 +337,21 @@ class EventStream:
         if self._subscription is not None and self._proxy is not None:
             # Only subscribe again once the device answers: a new subscription
             # to a device that is still down would just fail again.
+            # Ping through a new proxy: a proxy whose connection failed does not
+            # try to connect again for about a second, whatever the back-off says.
             try:
-                self._proxy.ping()
+                proxy = _compat.create_proxy(self.key.device)
+                proxy.ping()
             except Exception as exc:  # noqa: BLE001 - still down
                 text = _compat.describe_errors(_compat.errors_of(exc))
                 delay = self.backoff.failed(self.ctx.policy, text)
                 self._retry = self.ctx.executor.call_later(delay, self._retry_now)
                 return
+            if self._subscription is not None:
+                self._unsubscribe()
+            self._proxy = proxy
+            with self.ctx.lock:
+                self.ctx.proxies[self.key.device] = proxy
         self.connect()
 
     @property
