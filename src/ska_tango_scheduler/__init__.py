@@ -18,6 +18,12 @@ from .diagnostics import (
     StreamDiagnostics,
     Totals,
 )
+from .mixin import (
+    DIAGNOSTIC_ATTRIBUTES,
+    SAFE_MONITOR_RELEASE,
+    MonitorNotReleasableWarning,
+    SchedulerMixin,
+)
 from .scheduler import (
     CallbackID,
     CallbackScheduler,
@@ -33,13 +39,17 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
+    "DIAGNOSTIC_ATTRIBUTES",
+    "SAFE_MONITOR_RELEASE",
     "BackoffDiagnostics",
     "BackoffPolicy",
     "CallbackID",
     "CallbackScheduler",
     "EventQueue",
+    "MonitorNotReleasableWarning",
     "QueueDiagnostics",
     "SchedulerDiagnostics",
+    "SchedulerMixin",
     "SchedulerShutdownError",
     "StreamDiagnostics",
     "StreamNotFoundError",

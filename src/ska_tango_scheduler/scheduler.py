@@ -82,6 +82,13 @@ class CallbackScheduler:
         default_queue_size: Capacity of the queue each new stream gets when
             no ``queue_factory`` is given.
         backoff: How quickly streams that fail to connect are retried.
+        wait_for_subscription: On PyTango < 10.1 only, whether
+            ``register_event_callback`` and ``connect_event_stream`` wait (up
+            to 30 s) for the synchronous subscription of a new stream, so
+            that the future they return is already done. Pass False where a
+            caller must not block, e.g. in ``init_device`` of a device that
+            subscribes to itself; the future then completes later, as it
+            does on PyTango >= 10.1.
 
     Raises:
         ValueError: If ``thread_count`` or ``default_queue_size`` is below 1.
@@ -97,6 +104,7 @@ class CallbackScheduler:
         *,
         default_queue_size: int = DEFAULT_QUEUE_SIZE,
         backoff: BackoffPolicy | None = None,
+        wait_for_subscription: bool = True,
     ) -> None:
         """Create the scheduler and start its threads."""
         _check_count("thread_count", thread_count)
@@ -106,6 +114,7 @@ class CallbackScheduler:
         self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
         self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
         self._default_queue_size = default_queue_size
+        self._wait_for_subscription = bool(wait_for_subscription)
         self._lock = threading.Lock()
         self._dispatcher = Dispatcher(
             thread_count, self._name, self._logger, thread_context=tango.EnsureOmniThread
@@ -553,7 +562,7 @@ class CallbackScheduler:
             waiter = stream.waiters[-1][0] if waiting else None
         if created:
             self._ctx.executor.submit(stream.connect)
-        if waiter is not None and not _compat.ASYNC_SUBSCRIPTION:
+        if waiter is not None and not _compat.ASYNC_SUBSCRIPTION and self._wait_for_subscription:
             if not self._ctx.executor.in_executor():
                 concurrent.futures.wait([waiter], timeout=_SYNC_REGISTER_WAIT)
 

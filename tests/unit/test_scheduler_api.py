@@ -208,6 +208,21 @@ def test_pending_futures_fail_at_shutdown() -> None:
         future.result(timeout=30)
 
 
+def test_registration_need_not_wait_for_the_subscription() -> None:
+    sched = CallbackScheduler(wait_for_subscription=False)
+    gate = threading.Event()
+    # Hold the connector: with waiting, PyTango < 10.1 would block here for 30 s.
+    sched._ctx.executor.submit(lambda: gate.wait(30))
+    try:
+        future = sched.register_event_callback(NOWHERE, "a", CHANGE, noop)
+        assert not future.done()
+        gate.set()
+        assert future.result(timeout=30) > 0
+    finally:
+        gate.set()
+        sched.shutdown()
+
+
 def test_threads_are_named_after_the_scheduler() -> None:
     with CallbackScheduler(thread_count=3, name="named") as sched:
         names = sorted(t.name for t in sched.threads)

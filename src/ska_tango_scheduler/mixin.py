@@ -1,0 +1,833 @@
+"""``SchedulerMixin``: a :class:`CallbackScheduler` owned by a Tango device.
+
+Use it as the first base of a device class, before ``tango.server.Device`` or
+any device class derived from it (an ska-tango-base class, for instance)::
+
+    class MyDevice(SchedulerMixin, tango.server.Device):
+        def init_device(self) -> None:
+            super().init_device()  # the scheduler exists from here on
+            self.scheduler.register_event_callback(
+                "sys/tg_test/1", "double_scalar", tango.EventType.CHANGE_EVENT, self._on_change
+            )
+
+What the mixin adds:
+
+* ``self.scheduler``: a new :class:`CallbackScheduler` on every ``init_device``
+  (device start-up and every ``Init`` command), shut down by ``delete_device``
+  inside :meth:`SchedulerMixin.allow_internal_threads`, so callbacks that take
+  the device monitor (``tango.AutoTangoMonitor(self)``) or push events cannot
+  deadlock the shutdown. (Where the monitor cannot be released safely, see
+  :data:`SAFE_MONITOR_RELEASE`, ``delete_device`` does not wait for them.)
+* :meth:`SchedulerMixin.allow_internal_threads`: a context manager that lets the
+  device's own threads take the device monitor while the calling thread holds
+  it, and keeps client requests waiting until the block ends.
+* Nine read-only diagnostic attributes (``schedulerThreadCount`` ...
+  ``schedulerDiagnostics``, see :data:`DIAGNOSTIC_ATTRIBUTES`) whose change
+  events are pushed by a background thread at most once per
+  :attr:`SchedulerMixin.scheduler_diagnostics_period` seconds, and only for
+  values that changed, so Taranta (through TangoGQL) follows them without
+  polling.
+
+Configuration, per class (class attributes) or per device (device
+properties, which win when set):
+
+===============================  ==========================  ==========================
+what                             class attribute             device property
+===============================  ==========================  ==========================
+worker threads                   ``scheduler_thread_count``  ``SchedulerThreadCount``
+scheduler (and thread) name      ``scheduler_name``          ``SchedulerName``
+===============================  ==========================  ==========================
+
+The default name is the device name, so the worker threads are called
+``<device name>.worker-<i>``. Override :meth:`SchedulerMixin.create_scheduler`
+for anything else (queue size, back-off policy, logger).
+
+How PyTango finds the mixin's attributes and properties: ``DeviceMeta``
+collects Tango attributes, commands and properties from the class being
+defined and from the ``__dict__`` of its *direct* bases only. A device class
+that lists ``SchedulerMixin`` among its bases gets them; so does any class
+derived from such a device class. A plain mixin derived from
+``SchedulerMixin`` gets copies of them in its own ``__dict__`` when it is
+defined (see :meth:`SchedulerMixin.__init_subclass__`), so listing that mixin
+directly works too.
+
+Only synchronous (default green mode) device servers are supported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar, Final, TypeVar, cast
+
+import tango
+from tango.server import BaseDevice, attribute, device_property
+
+from .diagnostics import SchedulerDiagnostics
+from .scheduler import CallbackScheduler
+
+__all__ = [
+    "DIAGNOSTIC_ATTRIBUTES",
+    "MAX_REPORTED_QUEUES",
+    "SAFE_MONITOR_RELEASE",
+    "MonitorNotReleasableWarning",
+    "SchedulerMixin",
+    "changed_values",
+    "diagnostic_values",
+]
+
+_LOGGER = logging.getLogger(__name__)
+
+#: Names of the diagnostic attributes, in the order they are documented.
+DIAGNOSTIC_ATTRIBUTES: Final[tuple[str, ...]] = (
+    "schedulerThreadCount",
+    "schedulerQueueNames",
+    "schedulerQueueDepths",
+    "schedulerReceivedEvents",
+    "schedulerDeliveredEvents",
+    "schedulerDroppedEvents",
+    "schedulerCallbackErrors",
+    "schedulerBackoffState",
+    "schedulerDiagnostics",
+)
+
+#: At most this many queues are listed by ``schedulerQueueNames`` and
+#: ``schedulerQueueDepths`` (the full list is in ``schedulerDiagnostics``).
+MAX_REPORTED_QUEUES: Final = 10_000
+
+# How long a snapshot taken for one read request may serve later reads when
+# a subclass's read_attr_hardware does not call super() to invalidate it.
+_SNAPSHOT_MAX_AGE = 0.5
+# How long delete_device waits for the diagnostics pusher thread.
+_PUSHER_JOIN_TIMEOUT = 10.0
+# How long delete_device waits for callbacks when the monitor stays held: a
+# callback waiting for it cannot finish before delete_device returns anyway.
+_KEPT_MONITOR_SHUTDOWN_WAIT = 0.2
+
+
+def _pytango_version() -> tuple[int, int]:
+    major, minor = tango.__version_info__[:2]
+    return int(major), int(minor)
+
+
+#: Whether ``tango.AutoTangoAllowThreads`` can be used safely: PyTango < 10.1
+#: releases the monitor in a loop that spins for ever, holding the GIL, when
+#: another thread takes the monitor between two of its steps (seen with 9.5.1
+#: and 10.0.4 within 20 releases while a thread waits for the monitor; not with
+#: 10.1.6 and 10.3.1). The whole server then hangs.
+SAFE_MONITOR_RELEASE: Final[bool] = _pytango_version() >= (10, 1)
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class MonitorNotReleasableWarning(RuntimeWarning):
+    """The device monitor cannot be released safely here.
+
+    Issued (once per device) by :meth:`SchedulerMixin.allow_internal_threads`
+    under the ``BY_CLASS`` and ``BY_PROCESS`` serial models, and with PyTango
+    older than 10.1 (see :data:`SAFE_MONITOR_RELEASE`): the monitor the
+    calling thread holds stays held, so a thread that waits for it inside the
+    block (a callback using ``tango.AutoTangoMonitor``, an event push) waits
+    until the block's thread lets it go or Tango gives up (about 3.2 s).
+    """
+
+
+def _typed_attribute(**kwargs: Any) -> Callable[[_F], _F]:
+    """Give ``tango.server.attribute`` a type, so decorated methods keep theirs."""
+    return cast(Callable[[_F], _F], attribute(**kwargs))
+
+
+def diagnostic_values(snapshot: SchedulerDiagnostics) -> dict[str, Any]:
+    """Compute the values of the diagnostic attributes from a snapshot.
+
+    Args:
+        snapshot: A scheduler's diagnostics.
+
+    Returns:
+        Attribute name to value, for every name of
+        :data:`DIAGNOSTIC_ATTRIBUTES`. Spectra are lists; the two JSON
+        attributes are strings.
+    """
+    queues = snapshot.queues[:MAX_REPORTED_QUEUES]
+    totals = snapshot.totals
+    return {
+        "schedulerThreadCount": snapshot.thread_count,
+        "schedulerQueueNames": [q.name for q in queues],
+        "schedulerQueueDepths": [q.depth for q in queues],
+        "schedulerReceivedEvents": totals.received,
+        "schedulerDeliveredEvents": totals.delivered,
+        "schedulerDroppedEvents": totals.dropped,
+        "schedulerCallbackErrors": totals.callback_errors,
+        "schedulerBackoffState": json.dumps(snapshot.backoff_dict(), sort_keys=True),
+        "schedulerDiagnostics": json.dumps(snapshot.to_dict(), sort_keys=True),
+    }
+
+
+def _comparable(name: str, value: Any) -> Any:
+    """Return what decides whether an attribute value changed.
+
+    The snapshot's own timestamp is left out of ``schedulerDiagnostics``:
+    a new snapshot of an idle scheduler is not a change.
+    """
+    if name == "schedulerDiagnostics":
+        data = json.loads(value)
+        data.pop("timestamp", None)
+        return data
+    return value
+
+
+def changed_values(previous: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any]:
+    """Select the attribute values that differ from those pushed last.
+
+    Args:
+        previous: Values pushed last (empty before the first push).
+        current: Values just computed.
+
+    Returns:
+        The entries of ``current`` worth a change event.
+    """
+    return {
+        name: value
+        for name, value in current.items()
+        if name not in previous or _comparable(name, previous[name]) != _comparable(name, value)
+    }
+
+
+class _InternalThreadsGate:
+    """Book-keeping of open :meth:`SchedulerMixin.allow_internal_threads` blocks.
+
+    Knows which threads have a block open and lets other threads wait until
+    none is. Tango-free: the caller decides what to release while waiting.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._holders: dict[int, int] = {}
+        self.stalled = 0
+
+    def open(self) -> None:
+        """Record a block opened by the calling thread (blocks nest)."""
+        me = threading.get_ident()
+        with self._cond:
+            self._holders[me] = self._holders.get(me, 0) + 1
+
+    def close(self) -> None:
+        """Record the end of the calling thread's innermost block."""
+        me = threading.get_ident()
+        with self._cond:
+            count = self._holders.get(me, 0) - 1
+            if count > 0:
+                self._holders[me] = count
+            else:
+                self._holders.pop(me, None)
+            if not self._holders:
+                self._cond.notify_all()
+
+    def _blocks(self, ident: int) -> bool:
+        return any(holder != ident for holder in self._holders)
+
+    def blocks_caller(self) -> bool:
+        """Tell whether another thread has a block open."""
+        me = threading.get_ident()
+        with self._cond:
+            return self._blocks(me)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until no other thread has a block open.
+
+        Args:
+            timeout: Seconds to wait at most; None waits as long as it takes.
+
+        Returns:
+            True if no other thread has a block open on return.
+        """
+        me = threading.get_ident()
+        with self._cond:
+            self.stalled += 1
+            try:
+                return self._cond.wait_for(lambda: not self._blocks(me), timeout)
+            finally:
+                self.stalled -= 1
+
+    @property
+    def open_blocks(self) -> int:
+        """Number of blocks open, over all threads."""
+        with self._cond:
+            return sum(self._holders.values())
+
+
+_GATE_LOCK = threading.Lock()
+
+
+class _DiagnosticsPusher:
+    """Background omni thread that pushes changed diagnostic values as change events."""
+
+    def __init__(
+        self,
+        device: SchedulerMixin,
+        scheduler: CallbackScheduler,
+        period: float,
+        logger: logging.Logger,
+    ) -> None:
+        self._device = device
+        self._scheduler = scheduler
+        self._period = period
+        self._logger = logger
+        self._stop = threading.Event()
+        self._last: dict[str, Any] = {}
+        self.thread = threading.Thread(
+            target=self._run, name=f"{scheduler.name}.diagnostics", daemon=True
+        )
+
+    def start(self) -> None:
+        """Start the thread."""
+        self.thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the thread to end; it pushes nothing more once this returns."""
+        self._stop.set()
+
+    def join(self, timeout: float | None) -> bool:
+        """Wait for the thread to end.
+
+        Args:
+            timeout: Seconds to wait at most.
+
+        Returns:
+            True if the thread has ended.
+        """
+        if self.thread is not threading.current_thread() and self.thread.ident is not None:
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def _run(self) -> None:
+        with tango.EnsureOmniThread():
+            while not self._stop.wait(self._period):
+                try:
+                    self._push_changes()
+                except Exception:  # noqa: BLE001 - the thread must keep going
+                    self._logger.warning("Pushing scheduler diagnostics failed", exc_info=True)
+
+    def _push_changes(self) -> None:
+        if self._scheduler.is_shutdown:
+            return
+        values = diagnostic_values(self._scheduler.diagnostics())
+        changed = changed_values(self._last, values)
+        if not changed:
+            return
+        device = cast(tango.server.Device, self._device)
+        try:
+            with tango.AutoTangoMonitor(device):
+                # Checked under the monitor: delete_device asks for the stop
+                # while holding it, so nothing is pushed once it has.
+                if self._stop.is_set():
+                    return
+                for name, value in changed.items():
+                    device.push_change_event(name, value)
+                    self._last[name] = value
+        except tango.DevFailed as exc:
+            # Typically the device stayed busy for longer than Tango waits for
+            # its monitor: what was not pushed is pushed next period.
+            self._logger.debug("Diagnostics not pushed this time: %s", _describe(exc))
+
+
+class SchedulerMixin:
+    """Give a Tango device its own :class:`CallbackScheduler` and diagnostic attributes.
+
+    List it before ``tango.server.Device`` (or any class derived from it) in
+    the bases; a :class:`TypeError` is raised at class definition otherwise.
+    Every method that PyTango calls (``init_device``, ``delete_device``,
+    ``always_executed_hook``, ``read_attr_hardware``) calls ``super()``, so
+    the mixin composes with other device classes, and subclasses overriding
+    them must call ``super()`` too.
+
+    Attributes:
+        scheduler: The device's scheduler, created in ``init_device`` (before
+            the next class's ``init_device`` runs, so hooks called from there
+            can use it) and shut down in ``delete_device``.
+        scheduler_thread_count: Default number of worker threads (the device
+            property ``SchedulerThreadCount`` wins when set).
+        scheduler_name: Default scheduler name; None means the device name
+            (the device property ``SchedulerName`` wins when set).
+        scheduler_diagnostics_period: Seconds between two checks of the
+            diagnostic values; change events are pushed at most once per
+            period per attribute, and only for values that changed.
+        scheduler_shutdown_timeout: Seconds ``delete_device`` waits for
+            running callbacks when shutting the scheduler down; None waits as
+            long as they take. When the monitor cannot be released (see
+            :attr:`monitor_released_by_allow_internal_threads`) it waits
+            0.2 s at most: callbacks waiting for the monitor finish once
+            ``delete_device`` (or ``Init``) has returned, and then end.
+    """
+
+    scheduler: CallbackScheduler
+    scheduler_thread_count: ClassVar[int] = 1
+    scheduler_name: ClassVar[str | None] = None
+    scheduler_diagnostics_period: ClassVar[float] = 1.0
+    scheduler_shutdown_timeout: ClassVar[float | None] = 30.0
+
+    _scheduler_gate_obj: _InternalThreadsGate
+    _scheduler_pusher: _DiagnosticsPusher | None
+    _scheduler_snapshot: tuple[float, dict[str, Any]] | None
+
+    # -- device properties -----------------------------------------------------------
+
+    SchedulerThreadCount = device_property(  # noqa: N815 - Tango property names are CamelCase
+        dtype=tango.DevLong,
+        doc="Number of worker threads of the device's callback scheduler "
+        "(default: the class's scheduler_thread_count, normally 1).",
+    )
+    SchedulerName = device_property(  # noqa: N815
+        dtype=tango.DevString,
+        doc="Name of the device's callback scheduler and prefix of its thread names "
+        "(default: the device name).",
+    )
+
+    # -- class checks ----------------------------------------------------------------
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check where the mixin sits in a device class, and help plain sub-mixins.
+
+        For a device class, the mixin must come before PyTango's ``Device`` in
+        the method resolution order, or its ``init_device`` would never run.
+        For a plain class derived from the mixin (a mixin of mixins), the
+        mixin's Tango attributes and properties are copied into the new class's
+        ``__dict__``, where PyTango's ``DeviceMeta`` finds them when that class
+        is listed directly in a device class's bases.
+
+        Args:
+            **kwargs: Passed on to ``super().__init_subclass__``.
+
+        Raises:
+            TypeError: If a device class lists a Device class before the mixin.
+        """
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        if issubclass(cls, BaseDevice):
+            if mro.index(SchedulerMixin) > mro.index(BaseDevice):
+                raise TypeError(
+                    f"{cls.__name__}: list SchedulerMixin before tango.server.Device (and any "
+                    "class derived from it) in the bases, e.g. "
+                    f"class {cls.__name__}(SchedulerMixin, Device)"
+                )
+            return
+        for klass in mro[1:]:
+            for key, value in vars(klass).items():
+                if key not in cls.__dict__ and _is_tango_object(value):
+                    setattr(cls, key, value)
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def init_device(self) -> None:
+        """Create the scheduler, initialise the rest of the device, start the pusher.
+
+        The scheduler exists before the next class's ``init_device`` runs.
+
+        Registering callbacks from ``init_device`` does not wait for the
+        devices involved to be reachable, including devices of the same
+        server, which are not exported yet at start-up: the scheduler keeps
+        retrying and connects once they are. With PyTango >= 10.1 the
+        registration returns at once. Before 10.1 it waits for one synchronous
+        subscription attempt, which fails at once for a device that is not
+        exported; subscribing to the device's *own* attribute during an
+        ``Init`` command waits about 3.2 s there, because Tango's first read
+        needs the device monitor that ``Init`` holds.
+        """
+        self._scheduler_gate()
+        self._scheduler_pusher = None
+        self._scheduler_snapshot = None
+        device = self._as_device()
+        # Load the properties now (the base class loads them again) so that
+        # SchedulerThreadCount and SchedulerName apply to the new scheduler.
+        device.get_device_properties()
+        self.scheduler = self.create_scheduler()
+        try:
+            super().init_device()  # type: ignore[misc]
+            for name in DIAGNOSTIC_ATTRIBUTES:
+                device.set_change_event(name, True, False)
+            pusher = _DiagnosticsPusher(
+                self, self.scheduler, self.scheduler_diagnostics_period, _LOGGER
+            )
+            pusher.start()
+            self._scheduler_pusher = pusher
+        except BaseException:
+            self._shut_scheduler_down(self.scheduler)
+            raise
+
+    def delete_device(self) -> None:
+        """Stop the diagnostics pusher, clean up the device, shut the scheduler down.
+
+        The pusher is stopped and the scheduler shut down inside
+        :meth:`allow_internal_threads`, so threads waiting for the device
+        monitor can finish while client requests wait. The next class's
+        ``delete_device`` runs in between, while the scheduler still works.
+        """
+        pusher = getattr(self, "_scheduler_pusher", None)
+        self._scheduler_pusher = None
+        if pusher is not None:
+            pusher.request_stop()
+            if self.monitor_released_by_allow_internal_threads:
+                with self.allow_internal_threads():
+                    if not pusher.join(_PUSHER_JOIN_TIMEOUT):
+                        _LOGGER.warning("%s: diagnostics thread did not stop", self._device_name())
+            # Otherwise it ends by itself once it gets the monitor: it checks
+            # the stop request under the monitor and pushes nothing more.
+        try:
+            super().delete_device()  # type: ignore[misc]
+        finally:
+            scheduler = getattr(self, "scheduler", None)
+            if scheduler is not None and not scheduler.is_shutdown:
+                self._shut_scheduler_down(scheduler)
+
+    def _shut_scheduler_down(self, scheduler: CallbackScheduler) -> None:
+        timeout = self.scheduler_shutdown_timeout
+        if not self.monitor_released_by_allow_internal_threads:
+            timeout = (
+                _KEPT_MONITOR_SHUTDOWN_WAIT
+                if timeout is None
+                else min(timeout, _KEPT_MONITOR_SHUTDOWN_WAIT)
+            )
+        with self.allow_internal_threads():
+            scheduler.shutdown(timeout)
+
+    def create_scheduler(self) -> CallbackScheduler:
+        """Make the device's scheduler; called by every ``init_device``.
+
+        Override it to choose queue sizes, a back-off policy or a logger.
+        Device properties are loaded when it is called.
+
+        Returns:
+            A new scheduler named :meth:`scheduler_default_name` with
+            :meth:`scheduler_default_thread_count` worker threads.
+        """
+        logger = getattr(self, "logger", None)
+        # Never block init_device on a synchronous subscription (PyTango < 10.1):
+        # one to this device's own attributes needs the monitor Init holds.
+        return CallbackScheduler(
+            thread_count=self.scheduler_default_thread_count(),
+            name=self.scheduler_default_name(),
+            logger=logger if isinstance(logger, logging.Logger) else None,
+            wait_for_subscription=False,
+        )
+
+    def scheduler_default_thread_count(self) -> int:
+        """Return the thread count to use: the device property, else the class attribute.
+
+        Returns:
+            The number of worker threads.
+        """
+        configured = self.SchedulerThreadCount
+        return int(configured) if configured is not None else int(self.scheduler_thread_count)
+
+    def scheduler_default_name(self) -> str:
+        """Return the scheduler name to use: the property, the class attribute, the device name.
+
+        Returns:
+            The scheduler name.
+        """
+        configured = self.SchedulerName
+        if configured:
+            return str(configured)
+        if self.scheduler_name:
+            return self.scheduler_name
+        return self._device_name()
+
+    # -- internal threads --------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def allow_internal_threads(self) -> Iterator[None]:
+        """Let the device's own threads take the device monitor; hold client requests.
+
+        Inside the block, the device monitor held by the calling thread is
+        released (``tango.AutoTangoAllowThreads``), so threads of the device
+        (scheduler callbacks, pushers, anything that takes the monitor with
+        ``tango.AutoTangoMonitor`` or pushes events) can run and be joined.
+        Client requests from other processes (commands, attribute reads and
+        writes) and Tango's attribute polling that arrive meanwhile wait in
+        ``always_executed_hook``, without the monitor, until no block is open
+        any more: they never see the device half torn down. The monitor is
+        taken back before the block ends. Blocks nest; the thread that opened
+        a block is never held.
+
+        Requests made by this very process (a callback reading its own
+        device through a ``DeviceProxy``, Tango's own reads when it
+        subscribes to one of the device's attributes, another device of the
+        server) are not held: the block may be waiting for the very thread
+        that made them. Telling them apart needs PyTango >= 10.1; older
+        versions hold them too.
+
+        A held request then waits for the monitor like any other: if the
+        thread that ran the block keeps it for longer than Tango waits
+        (about 3.2 s), the request fails with ``API_CommandTimedOut``, as it
+        would have without the block.
+
+        Subclasses that override ``always_executed_hook`` must call
+        ``super().always_executed_hook()``, or requests are not held.
+
+        Under the ``BY_CLASS`` and ``BY_PROCESS`` serial models the monitor
+        cannot be released this way (PyTango 9.5 even hangs trying), and with
+        PyTango < 10.1 releasing it can hang the server (see
+        :data:`SAFE_MONITOR_RELEASE`): then the monitor stays held, a
+        :class:`MonitorNotReleasableWarning` is issued and logged (once per
+        device), and the block only holds client requests. Under ``NO_SYNC``
+        no monitor is held and there is nothing to release.
+        :attr:`monitor_released_by_allow_internal_threads` tells which case
+        applies.
+
+        Yields:
+            Nothing.
+        """
+        gate = self._scheduler_gate()
+        model = _serial_model()
+        gate.open()
+        try:
+            if _releases_monitor(model):
+                with tango.AutoTangoAllowThreads(self._as_device()):
+                    yield
+            else:
+                if model != tango.SerialModel.NO_SYNC:
+                    self._warn_monitor_kept(model)
+                yield
+        finally:
+            gate.close()
+
+    @property
+    def internal_threads_allowed(self) -> bool:
+        """True while an :meth:`allow_internal_threads` block is open on any thread."""
+        return self._scheduler_gate().open_blocks > 0
+
+    @property
+    def monitor_released_by_allow_internal_threads(self) -> bool:
+        """Whether threads waiting for the device monitor can get it inside a block.
+
+        True under the ``BY_DEVICE`` serial model with PyTango >= 10.1 (the
+        monitor is released) and under ``NO_SYNC`` (no monitor is held).
+        """
+        model = _serial_model()
+        return model == tango.SerialModel.NO_SYNC or _releases_monitor(model)
+
+    def always_executed_hook(self) -> None:
+        """Hold a client request while an :meth:`allow_internal_threads` block is open.
+
+        While it waits the request does not hold the device monitor. Calls
+        ``super().always_executed_hook()`` afterwards.
+        """
+        gate = self._scheduler_gate()
+        if gate.blocks_caller() and not _from_this_process(self._as_device()):
+            release = _releases_monitor(_serial_model())
+            # Checked again once the monitor is ours: a thread that ended one
+            # block may open the next (delete_device does) before this
+            # request got the monitor back.
+            while gate.blocks_caller():
+                if release:
+                    with tango.AutoTangoAllowThreads(self._as_device()):
+                        gate.wait()
+                else:
+                    gate.wait()
+        super().always_executed_hook()  # type: ignore[misc]
+
+    def _warn_monitor_kept(self, model: tango.SerialModel) -> None:
+        if self.__dict__.get("_scheduler_warned_monitor_kept"):
+            return
+        self.__dict__["_scheduler_warned_monitor_kept"] = True
+        if model == tango.SerialModel.BY_DEVICE:
+            why = (
+                f"PyTango {tango.__version__}'s AutoTangoAllowThreads can hang the whole "
+                "server when another thread waits for the monitor; use PyTango >= 10.1"
+            )
+        else:
+            why = f"serial model {model.name} does not allow it; use BY_DEVICE"
+        message = (
+            f"{self._device_name()}: allow_internal_threads() keeps the device monitor held "
+            f"({why}). Threads that wait for it (callbacks using tango.AutoTangoMonitor, event "
+            "pushes) get it only after the block's thread lets it go, or time out after "
+            "about 3.2 s; delete_device does not wait for them."
+        )
+        _LOGGER.warning(message)
+        warnings.warn(message, MonitorNotReleasableWarning, stacklevel=4)
+
+    def _scheduler_gate(self) -> _InternalThreadsGate:
+        gate = self.__dict__.get("_scheduler_gate_obj")
+        if gate is None:
+            with _GATE_LOCK:
+                gate = self.__dict__.setdefault("_scheduler_gate_obj", _InternalThreadsGate())
+        return cast(_InternalThreadsGate, gate)
+
+    # -- diagnostic attributes -----------------------------------------------------------
+
+    def read_attr_hardware(self, attr_list: Sequence[int]) -> None:
+        """Start a new read request: its diagnostic attributes share one snapshot.
+
+        Args:
+            attr_list: Indexes of the attributes being read.
+        """
+        self._scheduler_snapshot = None
+        super().read_attr_hardware(attr_list)  # type: ignore[misc]
+
+    def _read_diagnostics(self) -> dict[str, Any]:
+        now = time.monotonic()
+        cached = getattr(self, "_scheduler_snapshot", None)
+        if cached is None or now - cached[0] > _SNAPSHOT_MAX_AGE:
+            cached = (now, diagnostic_values(self.scheduler.diagnostics()))
+            self._scheduler_snapshot = cached
+        return cached[1]
+
+    @_typed_attribute(
+        dtype=tango.DevLong,
+        access=tango.AttrWriteType.READ,
+        label="Scheduler threads",
+        doc="Number of worker threads of the device's callback scheduler.",
+    )
+    def schedulerThreadCount(self) -> int:  # noqa: N802 - Tango attribute names are camelCase
+        """Return the scheduler's number of worker threads."""
+        return cast(int, self._read_diagnostics()["schedulerThreadCount"])
+
+    @_typed_attribute(
+        dtype=(tango.DevString,),
+        max_dim_x=MAX_REPORTED_QUEUES,
+        access=tango.AttrWriteType.READ,
+        label="Scheduler queues",
+        doc="Names of the scheduler's event queues, in the order of schedulerQueueDepths.",
+    )
+    def schedulerQueueNames(self) -> list[str]:  # noqa: N802
+        """Return the names of the scheduler's queues."""
+        return cast(list[str], self._read_diagnostics()["schedulerQueueNames"])
+
+    @_typed_attribute(
+        dtype=(tango.DevLong,),
+        max_dim_x=MAX_REPORTED_QUEUES,
+        access=tango.AttrWriteType.READ,
+        label="Scheduler queue depths",
+        doc="Events waiting in each queue, in the order of schedulerQueueNames.",
+    )
+    def schedulerQueueDepths(self) -> list[int]:  # noqa: N802
+        """Return the number of events waiting in each queue."""
+        return cast(list[int], self._read_diagnostics()["schedulerQueueDepths"])
+
+    @_typed_attribute(
+        dtype=tango.DevLong64,
+        access=tango.AttrWriteType.READ,
+        label="Events received",
+        doc="Events the scheduler received since it was created (at the last Init).",
+    )
+    def schedulerReceivedEvents(self) -> int:  # noqa: N802
+        """Return the number of events received."""
+        return cast(int, self._read_diagnostics()["schedulerReceivedEvents"])
+
+    @_typed_attribute(
+        dtype=tango.DevLong64,
+        access=tango.AttrWriteType.READ,
+        label="Events delivered",
+        doc="Events taken off the queues for delivery to callbacks. "
+        "received = delivered + dropped + events still queued.",
+    )
+    def schedulerDeliveredEvents(self) -> int:  # noqa: N802
+        """Return the number of events delivered."""
+        return cast(int, self._read_diagnostics()["schedulerDeliveredEvents"])
+
+    @_typed_attribute(
+        dtype=tango.DevLong64,
+        access=tango.AttrWriteType.READ,
+        label="Events dropped",
+        doc="Events discarded (oldest first) by full queues.",
+    )
+    def schedulerDroppedEvents(self) -> int:  # noqa: N802
+        """Return the number of events dropped by full queues."""
+        return cast(int, self._read_diagnostics()["schedulerDroppedEvents"])
+
+    @_typed_attribute(
+        dtype=tango.DevLong64,
+        access=tango.AttrWriteType.READ,
+        label="Callback errors",
+        doc="Exceptions raised by callbacks (caught, counted and logged).",
+    )
+    def schedulerCallbackErrors(self) -> int:  # noqa: N802
+        """Return the number of exceptions raised by callbacks."""
+        return cast(int, self._read_diagnostics()["schedulerCallbackErrors"])
+
+    @_typed_attribute(
+        dtype=tango.DevString,
+        access=tango.AttrWriteType.READ,
+        label="Scheduler back-off",
+        doc="JSON object: for each event stream being retried, its attempts, the delay "
+        "before the next attempt, seconds until it, the last error and since when it fails.",
+    )
+    def schedulerBackoffState(self) -> str:  # noqa: N802
+        """Return the retry state of failing streams as JSON."""
+        return cast(str, self._read_diagnostics()["schedulerBackoffState"])
+
+    @_typed_attribute(
+        dtype=tango.DevString,
+        access=tango.AttrWriteType.READ,
+        label="Scheduler diagnostics",
+        doc="JSON object: the scheduler's full snapshot (totals, every queue, every "
+        "stream, every retry).",
+    )
+    def schedulerDiagnostics(self) -> str:  # noqa: N802
+        """Return the scheduler's full diagnostics as JSON."""
+        return cast(str, self._read_diagnostics()["schedulerDiagnostics"])
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _as_device(self) -> tango.server.Device:
+        return cast(tango.server.Device, self)
+
+    def _device_name(self) -> str:
+        try:
+            return str(self._as_device().get_name())
+        except Exception:  # noqa: BLE001 - only for names in messages
+            return type(self).__name__
+
+
+def _is_tango_object(value: object) -> bool:
+    """Tell whether PyTango's DeviceMeta would collect ``value`` from a class."""
+    if isinstance(value, (attribute, device_property, tango.server.class_property)):
+        return True
+    return hasattr(value, "__tango_command__")
+
+
+def _describe(exc: tango.DevFailed) -> str:
+    """Return ``REASON: description`` of the first error of a ``DevFailed``."""
+    if not exc.args:
+        return repr(exc)
+    first = exc.args[0]
+    return f"{getattr(first, 'reason', '?')}: {' '.join(str(getattr(first, 'desc', '')).split())}"
+
+
+def _from_this_process(device: tango.server.Device) -> bool:
+    """Tell whether the request being served comes from this very process.
+
+    PyTango >= 10.1 tells who the client is; older versions cannot, and
+    neither can Tango for requests that no client made (attribute polling):
+    those count as coming from elsewhere.
+    """
+    get_client_ident = getattr(device, "get_client_ident", None)
+    if get_client_ident is None:
+        return False
+    try:
+        client = get_client_ident()
+    except Exception:  # noqa: BLE001 - unknown client: treat as external
+        return False
+    if client is None or not getattr(client, "client_ident", False):
+        return False
+    return bool(getattr(client, "client_pid", 0) == os.getpid())
+
+
+def _releases_monitor(model: tango.SerialModel) -> bool:
+    """Tell whether allow_internal_threads releases the monitor under ``model``."""
+    return model == tango.SerialModel.BY_DEVICE and SAFE_MONITOR_RELEASE
+
+
+def _serial_model() -> tango.SerialModel:
+    """Return the server's serial model (BY_DEVICE outside a running server)."""
+    try:
+        # instance(False) raises instead of ending the process when there is no Util.
+        return tango.Util.instance(False).get_serial_model()
+    except Exception:  # noqa: BLE001 - no Util: not in a device server
+        return tango.SerialModel.BY_DEVICE
