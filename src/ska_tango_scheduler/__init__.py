@@ -8,15 +8,25 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import type_hints
+from . import control_model, long_running_commands, type_hints
 from ._backoff import BackoffPolicy
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
+from .control_model import ResultCode, TaskStatus
 from .diagnostics import (
     BackoffDiagnostics,
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
     Totals,
+)
+from .long_running_commands import (
+    CommandError,
+    LRCSubscriptionsProtocol,
+    NoCommonProtocolVersionError,
+    ResultCodeError,
+    connect_lrc_interface,
+    disconnect_lrc_interface,
+    invoke_lrc,
 )
 from .mixin import (
     DIAGNOSTIC_ATTRIBUTES,
@@ -55,6 +65,17 @@ __all__ = [
     "StreamNotFoundError",
     "Totals",
     "UnknownCallbackError",
+    "CommandError",
+    "LRCSubscriptionsProtocol",
+    "NoCommonProtocolVersionError",
+    "ResultCode",
+    "ResultCodeError",
+    "TaskStatus",
     "__version__",
+    "connect_lrc_interface",
+    "control_model",
+    "disconnect_lrc_interface",
+    "invoke_lrc",
+    "long_running_commands",
     "type_hints",
 ]
