@@ -1,0 +1,15 @@
+"""Benchmarks of ska-tango-scheduler against plain PyTango, in one run.
+
+Run ``python -m benchmarks`` (or ``make bench``) from the repository root for
+the full run, which writes ``docs/benchmarks.md``, ``docs/benchmarks.json``
+and plots under ``docs/benchmarks/``; ``python -m benchmarks --quick`` (or
+``make bench-quick``) is a short smoke run that writes under
+``build/bench-quick/``.
+
+Every Tango benchmark starts one test database and one ``EventSource``
+device server (from :mod:`ska_tango_scheduler.testing`) and runs each side,
+plain PyTango and the scheduler, as a separate client process against that
+same server, so each side gets a fresh event system and its own resident
+memory figure. This package is a tool: nothing in ``ska_tango_scheduler``
+imports it.
+"""
