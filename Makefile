@@ -9,7 +9,7 @@
 #   make python-test       all tests on .venv             (PYTEST_ARGS="-k foo" to narrow)
 #   make python-test-old   all tests on .venv-old
 #   make demo              run the demo in .venv
-#   make bench             benchmarks against plain PyTango -> docs/benchmarks.md (~6 min)
+#   make bench             benchmarks against plain PyTango -> docs/benchmarks.md (~5 min)
 #   make bench-quick       benchmark smoke run (< 2 min) -> build/bench-quick/
 #
 # The virtual environments are (re)built when pyproject.toml changes or the PyTango pin
@@ -54,14 +54,14 @@ endef
 $(VENV_STAMP): pyproject.toml
 	$(call make_venv,$(VENV))
 	@echo "installing ska-tango-scheduler with pytango==$(PYTANGO_NEW) into $(VENV)"
-	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[test,lint,docs,package]" "pytango==$(PYTANGO_NEW)"
+	$(VENV)/bin/python -m pip install $(PIP_FLAGS) -e ".[test,taranta,lint,docs,package]" "pytango==$(PYTANGO_NEW)"
 	@rm -f $(VENV)/.installed-pytango-*
 	@touch $@
 
 $(VENV_OLD_STAMP): pyproject.toml
 	$(call make_venv,$(VENV_OLD))
 	@echo "installing ska-tango-scheduler with pytango==$(PYTANGO_OLD) into $(VENV_OLD)"
-	$(VENV_OLD)/bin/python -m pip install $(PIP_FLAGS) -e ".[test]" "pytango==$(PYTANGO_OLD)"
+	$(VENV_OLD)/bin/python -m pip install $(PIP_FLAGS) -e ".[test,taranta]" "pytango==$(PYTANGO_OLD)"
 	@rm -f $(VENV_OLD)/.installed-pytango-*
 	@touch $@
 
@@ -109,10 +109,11 @@ chart-lint: $(VENV_STAMP)
 	@echo "== yamllint (Helm chart; its Go templates are checked by tests/unit/test_chart.py)"
 	$(VENV)/bin/yamllint --strict .yamllint charts
 
-# -W: warnings are errors; -n: every cross-reference must resolve.
+# -W: warnings are errors. -E: read every source again, so that warnings of unchanged
+# pages (and of docstrings) are reported on every run, not only on the first.
 docs: $(VENV_STAMP)
 	@echo "== sphinx-build (warnings are errors)"
-	$(VENV)/bin/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
+	$(VENV)/bin/python -m sphinx -W --keep-going -E -q -b html docs docs/_build/html
 
 package-test: $(VENV_STAMP)
 	@echo "== build and install the sdist and the wheel in a fresh virtual environment"
