@@ -103,28 +103,36 @@ class SerialExecutor:
         return handle
 
     def close(self, final_jobs: Sequence[Callable[[], None]], timeout: float | None) -> bool:
-        """Cancel pending jobs, run ``final_jobs``, and stop the thread.
+        """Stop the thread once the jobs that are due and ``final_jobs`` have run.
+
+        Jobs already due (submitted, or whose delay has passed) still run, in
+        order, so that work handed over before closing (an unsubscription,
+        say) is not lost; jobs scheduled for later are cancelled.
 
         Args:
-            final_jobs: Jobs run in order before the thread ends.
+            final_jobs: Jobs run after the due ones, before the thread ends.
             timeout: Seconds to wait for them; None waits as long as they take.
 
         Returns:
             True if the thread ended within the timeout (always True when
-            called from the executor thread itself, which ends after the
-            current job).
+            called from the executor thread itself, which ends once it has
+            run the remaining jobs after the current one).
         """
         with self._cond:
-            for _, _, handle, _ in self._heap:
-                handle.cancelled = True
-            self._heap = [(0.0, next(self._seq), TimerHandle(), job) for job in final_jobs]
+            now = time.monotonic()
+            due = []
+            for item in self._heap:
+                if item[0] <= now:
+                    due.append(item)
+                else:
+                    item[2].cancelled = True
+            for job in final_jobs:
+                due.append((now, next(self._seq), TimerHandle(), job))
+            heapq.heapify(due)
+            self._heap = due
             self._closing = True
             self._cond.notify()
         if self.in_executor():
-            for job in final_jobs:
-                self._run_one(job)
-            with self._cond:
-                self._heap.clear()
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()

@@ -320,3 +320,19 @@ def test_slow_callback_does_not_hold_up_other_streams(source: tango.DeviceProxy)
         assert quiet_values == list(range(quiet_values[0], quiet_values[-1] + 1))
         late = [round(x, 3) for x in _latencies(quiet)[1:] if x > 2.0]
         assert not late, f"quiet events held up: {late}"
+
+
+def test_shutdown_right_after_unregister_leaves_no_subscription(
+    source: tango.DeviceProxy,
+) -> None:
+    """An unsubscription handed to the connector just before shutdown still happens."""
+    for _ in range(5):
+        proxy = tango.DeviceProxy(source.dev_name())
+        sched = CallbackScheduler(name="quick-exit")
+        future = sched.register_event_callback(proxy, "myAttr1", CHANGE, Recorder())
+        cid = future.result(timeout=30)
+        sched.unregister_callback(cid)
+        sched.shutdown(timeout=30)
+        totals = sched.diagnostics().totals
+        assert totals.subscribe_calls == totals.unsubscribe_calls == 1
+        assert not proxy.__dict__.get("_subscribed_events")

@@ -53,13 +53,22 @@ def test_a_failing_job_does_not_stop_the_thread(caplog) -> None:
     assert ex.close([], 30)
 
 
-def test_close_cancels_pending_and_runs_final_jobs() -> None:
+def test_close_runs_due_jobs_then_final_jobs_and_cancels_later_ones() -> None:
     ex = SerialExecutor("ex", LOG)
     seen: list[str] = []
+    gate = threading.Event()
+    ex.submit(lambda: gate.wait(30))  # hold the thread so the next jobs stay pending
+    ex.submit(lambda: seen.append("due"))
     ex.call_later(60, lambda: seen.append("never"))
     start = time.monotonic()
-    assert ex.close([lambda: seen.append("final")], 30)
-    assert seen == ["final"]
+    closer = threading.Thread(
+        target=lambda: seen.append(str(ex.close([lambda: seen.append("final")], 30)))
+    )
+    closer.start()
+    time.sleep(0.1)
+    gate.set()
+    closer.join(30)
+    assert seen == ["due", "final", "True"]
     assert time.monotonic() - start < 30
     assert not ex.thread.is_alive()
     assert ex.submit(lambda: seen.append("after")).cancelled
@@ -67,14 +76,11 @@ def test_close_cancels_pending_and_runs_final_jobs() -> None:
 
 def test_close_from_the_executor_thread() -> None:
     ex = SerialExecutor("ex", LOG)
-    result: list[bool] = []
-    done = threading.Event()
+    result: list[object] = []
 
     def closer() -> None:
-        result.append(ex.close([lambda: result.append(True)], 30))
-        done.set()
+        result.append(ex.close([lambda: result.append("final")], 30))
 
     ex.submit(closer)
-    assert done.wait(30)
     ex.thread.join(30)
-    assert result == [True, True] and not ex.thread.is_alive()
+    assert result == [True, "final"] and not ex.thread.is_alive()
