@@ -197,7 +197,12 @@ def test_shared_queue_keeps_order_between_streams(
     for _ in range(50):
         push(source, "myAttr1")
         push(source, "myAttr2")
-    wait_for(lambda: len(seen) >= 100, timeout=30)
+
+    def pushed_seen() -> int:
+        with lock:
+            return sum(1 for _, v, _ in seen if v > 0)
+
+    wait_for(lambda: pushed_seen() >= 100, timeout=30)
     with lock:
         stamps = [t for _, _, t in seen]
         pushed = [(n, v) for n, v, _ in seen if v > 0]
