@@ -178,7 +178,6 @@ class EventStream:
         self._subscription: int | None = None
         self._generation = 0
         self._retry: TimerHandle | None = None
-        self._tango_retries = False
 
     # -- Tango's event thread ------------------------------------------------
 
@@ -298,7 +297,6 @@ class EventStream:
             )
         self.state = StreamState.CONNECTED
         self.last_error = ""
-        self._tango_retries = False
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
@@ -323,8 +321,7 @@ class EventStream:
             self._retry = None
         # With a live asynchronous subscription Tango retries every 10 s by
         # itself; for failures a quick retry cannot mend, that is enough.
-        self._tango_retries = self._subscription is not None and permanent
-        if self._tango_retries:
+        if self._subscription is not None and permanent:
             self.backoff.next_attempt_at = None
         else:
             self._retry = self.ctx.executor.call_later(delay, self._retry_now)
@@ -347,19 +344,8 @@ class EventStream:
                 delay = self.backoff.failed(self.ctx.policy, text)
                 self._retry = self.ctx.executor.call_later(delay, self._retry_now)
                 return
-            if self._subscription is not None:
-                self._unsubscribe()
+            self._unsubscribe()  # through the old proxy, before it is replaced
             self._proxy = proxy
             with self.ctx.lock:
                 self.ctx.proxies[self.key.device] = proxy
         self.connect()
-
-    @property
-    def retry_left_to_tango(self) -> bool:
-        """True when the next retry is Tango's own (every 10 s)."""
-        return self._tango_retries
-
-    @property
-    def tango_subscription(self) -> int | None:
-        """The current Tango subscription id, if any."""
-        return self._subscription
