@@ -16,7 +16,6 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ from ska_tango_scheduler.long_running_commands import (
     lrc_attribute_names,
     module_callback_scheduler,
 )
-from ska_tango_scheduler.testing import TangoDatabase, wait_for
+from ska_tango_scheduler.testing import SubscriptionCallCounter, TangoDatabase, wait_for
 from ska_tango_scheduler.testing.lrc_device import LRC_SERVER_NAME
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory, EventSourceServer
 
@@ -163,30 +162,6 @@ class LrcRecorder:
         raise AssertionError(f"no terminal status; calls: {self.calls}; streams: {state}")
 
 
-class CallCounter:
-    """Counts the Tango subscribe/unsubscribe calls made through one proxy."""
-
-    def __init__(self, proxy: tango.DeviceProxy) -> None:
-        self.subscribe = 0
-        self.unsubscribe = 0
-        if hasattr(proxy, "unfreeze_dynamic_interface"):  # newer PyTango freezes proxies
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                proxy.unfreeze_dynamic_interface()
-        subscribe, unsubscribe = proxy.subscribe_event, proxy.unsubscribe_event
-
-        def counted_subscribe(*args: Any, **kwargs: Any) -> Any:
-            self.subscribe += 1
-            return subscribe(*args, **kwargs)
-
-        def counted_unsubscribe(*args: Any, **kwargs: Any) -> Any:
-            self.unsubscribe += 1
-            return unsubscribe(*args, **kwargs)
-
-        proxy.subscribe_event = counted_subscribe
-        proxy.unsubscribe_event = counted_unsubscribe
-
-
 def device_streams(scheduler: CallbackScheduler, trl: str) -> list[Any]:
     """The scheduler's streams of one device."""
     name = trl.rsplit("/", 3)[-3:]
@@ -298,7 +273,7 @@ def test_v1_result_comes_before_the_terminal_status(
 def test_spec_connect_lrc_interface(device: str, sched: CallbackScheduler) -> None:
     """After connect_lrc_interface, 20 invocations make no subscribe/unsubscribe call."""
     dp = tango.DeviceProxy(device)
-    counter = CallCounter(dp)
+    counter = SubscriptionCallCounter(dp)
     connect_lrc_interface(dp, sched)
     version = 2 if device.endswith("/v2") else 1
     attributes = lrc_attribute_names(version)

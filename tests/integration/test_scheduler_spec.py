@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 import tango
 
 from ska_tango_scheduler import CallbackScheduler, StreamNotFoundError
-from ska_tango_scheduler.testing import wait_for
+from ska_tango_scheduler.testing import SubscriptionCallCounter, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,29 +48,6 @@ class Recorder:
 
 def _has_value(event: Any) -> bool:
     return not event.err and event.attr_value is not None
-
-
-class CallCounter:
-    """Counts the Tango subscribe/unsubscribe calls made on one proxy."""
-
-    def __init__(self, proxy: tango.DeviceProxy) -> None:
-        self.subscribe = 0
-        self.unsubscribe = 0
-        real_sub, real_unsub = proxy.subscribe_event, proxy.unsubscribe_event
-        with warnings.catch_warnings():  # PyTango warns that the proxy is now open
-            warnings.simplefilter("ignore")
-            proxy.unfreeze_dynamic_interface()
-
-        def subscribe_event(*args: Any, **kwargs: Any) -> Any:
-            self.subscribe += 1
-            return real_sub(*args, **kwargs)
-
-        def unsubscribe_event(*args: Any, **kwargs: Any) -> Any:
-            self.unsubscribe += 1
-            return real_unsub(*args, **kwargs)
-
-        proxy.subscribe_event = subscribe_event
-        proxy.unsubscribe_event = unsubscribe_event
 
 
 @pytest.fixture
@@ -245,7 +221,7 @@ def test_small_queue_drops_oldest_and_counts(
 def test_pinned_stream_makes_no_tango_calls(source: tango.DeviceProxy) -> None:
     """Spec: "Connecting an event stream"; registering on a pinned stream is client-side."""
     proxy = tango.DeviceProxy(source.dev_name())
-    calls = CallCounter(proxy)
+    calls = SubscriptionCallCounter(proxy)
     with CallbackScheduler(name="pinned") as sched:
         fut = sched.connect_event_stream(proxy, "myAttr1", CHANGE)
         assert fut.result(timeout=30) is None
@@ -273,7 +249,7 @@ def test_pinned_stream_makes_no_tango_calls(source: tango.DeviceProxy) -> None:
 def test_unpinned_stream_thrashes(source: tango.DeviceProxy) -> None:
     """The counterpart: without a pin every register/unregister pair is a Tango call."""
     proxy = tango.DeviceProxy(source.dev_name())
-    calls = CallCounter(proxy)
+    calls = SubscriptionCallCounter(proxy)
     with CallbackScheduler(name="unpinned") as sched:
         for i in range(3):
             cid = sched.register_event_callback(proxy, "myAttr1", CHANGE, Recorder())

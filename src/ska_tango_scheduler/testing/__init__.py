@@ -10,6 +10,8 @@ the same event system as production code:
   devices that push numbered change and archive events on command (see
   :mod:`ska_tango_scheduler.testing.event_source`).
 * :func:`wait_for` polls a condition with a deadline.
+* :class:`SubscriptionCallCounter` counts the Tango subscribe and
+  unsubscribe calls made through a proxy.
 
 Pytest fixtures built on these live in
 :mod:`ska_tango_scheduler.testing.pytest_plugin`; enable them in a
@@ -18,6 +20,7 @@ Pytest fixtures built on these live in
 Nothing in the runtime package imports this one.
 """
 
+from ._calls import SubscriptionCallCounter
 from ._database import DB_PYTHON_ENV, TangoDatabase, database_python
 from ._process import ManagedProcess, free_port, kill_child_processes, kill_started_processes
 from ._servers import (
@@ -38,6 +41,7 @@ __all__ = [
     "LOOPBACK_ORB_ARGS",
     "DeviceServerProcess",
     "ManagedProcess",
+    "SubscriptionCallCounter",
     "TangoDatabase",
     "WaitTimeoutError",
     "database_python",
