@@ -23,7 +23,8 @@ Commands (``->`` gives the return type):
     starting again on an attribute changes its rate.
 ``StopPushing(DevVarStringArray [attr, ...])``
     Stop rate pushing and bursts on these attributes (all if the list is
-    empty) and wait for their threads to end.
+    empty) and wait for their threads to end (on PyTango < 10.1 the threads
+    are told to stop and push nothing more, but are not waited for).
 ``ResetCounts()``
     Stop all pushing and set every counter back to 0 without pushing.
 
@@ -48,6 +49,7 @@ from typing import Any
 import tango
 from tango.server import Device, attribute, command
 
+from ..mixin import SAFE_MONITOR_RELEASE
 from ._servers import EVENT_SOURCE_ATTRIBUTES, EVENT_SOURCE_CLASS
 
 __all__ = ["EventSource", "main"]
@@ -116,12 +118,17 @@ class EventSource(Device):
             )
         return name
 
-    def _push(self, name: str) -> int:
-        """Push the next value of ``name`` as change and archive event."""
+    def _push(self, name: str, stop: threading.Event | None = None) -> int | None:
+        """Push the next value of ``name`` as change and archive event.
+
+        Returns None, pushing nothing, if ``stop`` is set once the monitor is held.
+        """
         counter = self._counters[name]
         # Monitor first, then the counter: reads hold the monitor and then
         # take the counter's lock, so the other order could deadlock.
         with tango.AutoTangoMonitor(self), counter.lock:
+            if stop is not None and stop.is_set():
+                return None
             value = counter.value + 1
             stamp = time.time()
             self.push_change_event(name, value, stamp, tango.AttrQuality.ATTR_VALID)
@@ -130,9 +137,10 @@ class EventSource(Device):
             counter.stamp = stamp
         return value
 
-    def _push_logged(self, name: str) -> bool:
+    def _push_logged(self, name: str, stop: threading.Event) -> bool:
         try:
-            self._push(name)
+            if self._push(name, stop) is None:
+                return False
         except tango.DevFailed as exc:
             _log.warning("push on %s failed: %s", name, exc.args[0].desc if exc.args else exc)
             return False
@@ -141,7 +149,7 @@ class EventSource(Device):
     def _burst(self, stop: threading.Event, name: str, count: int) -> None:
         pushed = 0
         while pushed < count and not stop.is_set():
-            if self._push_logged(name):
+            if self._push_logged(name, stop):
                 pushed += 1
 
     def _rate(self, stop: threading.Event, name: str, rate: float) -> None:
@@ -149,7 +157,7 @@ class EventSource(Device):
         start = time.monotonic()
         ticks = 0
         while not stop.is_set():
-            self._push_logged(name)
+            self._push_logged(name, stop)
             ticks += 1
             delay = start + ticks * period - time.monotonic()
             if delay < -_MAX_LAG:
@@ -181,6 +189,11 @@ class EventSource(Device):
             return
         # A pushing thread needs the device monitor to push; this thread holds
         # it (commands and delete_device run under it), so let go while joining.
+        # PyTango < 10.1 can hang while letting go (see mixin.SAFE_MONITOR_RELEASE):
+        # there the pushers are only told to stop; they check that under the
+        # monitor, so none pushes again, and they end once they get it.
+        if not SAFE_MONITOR_RELEASE:
+            return
         with tango.AutoTangoAllowThreads(self):
             for pusher in stopping:
                 if pusher.thread is not threading.current_thread():
@@ -198,7 +211,9 @@ class EventSource(Device):
         Returns:
             The value pushed (the attribute's new sequence number).
         """
-        return self._push(self._check(attr))
+        value = self._push(self._check(attr))
+        assert value is not None  # only a stop event makes _push skip
+        return value
 
     @command(dtype_in=tango.DevVarLongStringArray)
     def PushBurst(self, argin: Sequence[Sequence[Any]]) -> None:  # noqa: N802
