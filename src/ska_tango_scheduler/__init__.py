@@ -13,11 +13,14 @@ from ._backoff import BackoffPolicy
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
 from .control_model import ResultCode, TaskStatus
 from .diagnostics import (
+    LATENCY_WINDOW,
     BackoffDiagnostics,
+    LatencyStats,
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
     Totals,
+    WorkerDiagnostics,
 )
 from .long_running_commands import (
     CommandError,
@@ -50,12 +53,14 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "DIAGNOSTIC_ATTRIBUTES",
+    "LATENCY_WINDOW",
     "SAFE_MONITOR_RELEASE",
     "BackoffDiagnostics",
     "BackoffPolicy",
     "CallbackID",
     "CallbackScheduler",
     "EventQueue",
+    "LatencyStats",
     "MonitorNotReleasableWarning",
     "QueueDiagnostics",
     "SchedulerDiagnostics",
@@ -65,6 +70,7 @@ __all__ = [
     "StreamNotFoundError",
     "Totals",
     "UnknownCallbackError",
+    "WorkerDiagnostics",
     "CommandError",
     "LRCSubscriptionsProtocol",
     "NoCommonProtocolVersionError",

@@ -12,12 +12,55 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "LATENCY_WINDOW",
     "BackoffDiagnostics",
+    "LatencyStats",
     "QueueDiagnostics",
     "SchedulerDiagnostics",
     "StreamDiagnostics",
     "Totals",
+    "WorkerDiagnostics",
 ]
+
+#: Length in seconds of the sliding window over which latencies, callback
+#: durations and worker busy fractions are kept.
+LATENCY_WINDOW = 10.0
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Queue wait of events over the last :data:`LATENCY_WINDOW` seconds.
+
+    The queue wait of an event is the time from its arrival on Tango's event
+    thread to the start of its first callback. All values are milliseconds;
+    they are 0.0 when no event was delivered in the window.
+
+    Attributes:
+        last_ms: Queue wait of the most recently delivered event.
+        max_ms: Largest queue wait in the window.
+        p99_ms: 99th percentile of the queue waits in the window.
+        samples: Number of delivered events in the window.
+    """
+
+    last_ms: float = 0.0
+    max_ms: float = 0.0
+    p99_ms: float = 0.0
+    samples: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerDiagnostics:
+    """One worker thread.
+
+    Attributes:
+        name: The thread's name.
+        busy_fraction: Share of the last :data:`LATENCY_WINDOW` seconds (or
+            of the worker's life, if shorter) spent inside callbacks, from
+            0.0 to 1.0.
+    """
+
+    name: str
+    busy_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +78,10 @@ class Totals:
         callback_errors: Exceptions raised by callbacks.
         subscribe_calls: Calls made to ``DeviceProxy.subscribe_event``.
         unsubscribe_calls: Calls made to ``DeviceProxy.unsubscribe_event``.
+        slow_callbacks: Callbacks that ran longer than the scheduler's
+            ``slow_callback_duration``.
+        max_latency_ms: The worst queue wait over the window, across all
+            queues, in milliseconds.
     """
 
     received: int = 0
@@ -44,6 +91,8 @@ class Totals:
     callback_errors: int = 0
     subscribe_calls: int = 0
     unsubscribe_calls: int = 0
+    slow_callbacks: int = 0
+    max_latency_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +107,8 @@ class QueueDiagnostics:
         delivered: Events taken off it for delivery.
         dropped: Events it discarded because it was full.
         streams: Names of the streams it serves.
+        latency: Queue wait of its events over the window.
+        slow_callbacks: Slow callbacks of its streams so far.
     """
 
     name: str
@@ -67,6 +118,8 @@ class QueueDiagnostics:
     delivered: int
     dropped: int
     streams: tuple[str, ...] = ()
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    slow_callbacks: int = 0
 
 
 @dataclass(frozen=True)
@@ -88,6 +141,12 @@ class StreamDiagnostics:
         dropped: Events of this stream discarded by a full queue.
         callback_errors: Exceptions raised by its callbacks.
         last_error: Text of the last error event, empty if none.
+        latency: Queue wait of its events over the window.
+        callback_mean_ms: Mean time, in milliseconds, that delivering one
+            event to all its callbacks took over the window.
+        callback_max_ms: Longest such delivery over the window.
+        slow_callbacks: Its callbacks that ran longer than the scheduler's
+            ``slow_callback_duration``, so far.
     """
 
     name: str
@@ -104,6 +163,10 @@ class StreamDiagnostics:
     dropped: int
     callback_errors: int
     last_error: str = ""
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    callback_mean_ms: float = 0.0
+    callback_max_ms: float = 0.0
+    slow_callbacks: int = 0
 
 
 @dataclass(frozen=True)
@@ -141,6 +204,8 @@ class SchedulerDiagnostics:
         queues: Every queue in use.
         streams: Every stream.
         backoff: Every stream currently retrying.
+        workers: Every worker thread.
+        window: Length in seconds of the window of the latency figures.
     """
 
     name: str
@@ -151,6 +216,8 @@ class SchedulerDiagnostics:
     queues: tuple[QueueDiagnostics, ...] = ()
     streams: tuple[StreamDiagnostics, ...] = ()
     backoff: tuple[BackoffDiagnostics, ...] = ()
+    workers: tuple[WorkerDiagnostics, ...] = ()
+    window: float = LATENCY_WINDOW
 
     def to_dict(self) -> dict[str, Any]:
         """Return the snapshot as JSON-ready nested dicts and lists."""
@@ -160,6 +227,7 @@ class SchedulerDiagnostics:
         data["queues"] = list(data["queues"])
         data["streams"] = list(data["streams"])
         data["backoff"] = list(data["backoff"])
+        data["workers"] = list(data["workers"])
         return data
 
     def backoff_dict(self) -> dict[str, Any]:
