@@ -22,6 +22,8 @@ import pytest
 import tango
 
 from ska_tango_scheduler import CallbackScheduler, UnknownCallbackError
+from ska_tango_scheduler.control_model import ResultCode
+from ska_tango_scheduler.long_running_commands import invoke_lrc, module_callback_scheduler
 from ska_tango_scheduler.testing import (
     SilentHost,
     TangoDatabase,
@@ -29,6 +31,7 @@ from ska_tango_scheduler.testing import (
     free_port,
     wait_for,
 )
+from ska_tango_scheduler.testing.lrc_device import LRC_SERVER_NAME
 
 CHANGE = tango.EventType.CHANGE_EVENT
 ASYNC = hasattr(tango, "EventSubMode")
@@ -95,6 +98,51 @@ def test_hung_hosts_do_not_delay_a_healthy_registration(
         sched.shutdown(timeout=10)
         assert time.monotonic() - started < 30
     assert not any(t.is_alive() for t in sched.threads)
+
+
+def test_invoke_lrc_unaffected_by_hung_hosts(
+    silent: SilentHost, device_server_factory: Any
+) -> None:
+    server = device_server_factory(
+        f"{LRC_SERVER_NAME}/{device_server_factory.unique_name('lrchung')}",
+        [f"test/{device_server_factory.unique_name('lrchung')}/1"],
+        device_class=LRC_SERVER_NAME,
+        module="ska_tango_scheduler.testing.lrc_device",
+    )
+    proxy = tango.DeviceProxy(server.trls[0])
+    shared = module_callback_scheduler()
+    own = _scheduler(name="lrc-hung", attempt_timeout=120.0)
+    shared_hung: Any = None
+    try:
+        shared_hung = shared.register_event_callback(
+            silent.trl("hung/lrc/0"), "state", CHANGE, print
+        )
+        for i in (1, 2):
+            own.register_event_callback(silent.trl(f"hung/lrc/{i}"), "state", CHANGE, print)
+        wait_for(lambda: silent.connections >= 1, timeout=30)
+        for scheduler in (own, None):
+            done = threading.Event()
+            results: list[Any] = []
+
+            def callback(
+                results: list[Any] = results, done: threading.Event = done, **kwargs: Any
+            ) -> None:
+                if "result" in kwargs:
+                    results.append(kwargs["result"])
+                    done.set()
+
+            if scheduler is None:
+                subs = invoke_lrc(callback, proxy, "Complete")
+            else:
+                subs = invoke_lrc(callback, proxy, "Complete", callback_scheduler=scheduler)
+            assert done.wait(60), "no result with hung hosts in the scheduler"
+            subs.unsubscribe_lrc_events()
+            assert results and results[0][0] == ResultCode.OK
+    finally:
+        own.shutdown(timeout=10)
+        # Leave the shared module scheduler as it was.
+        if shared_hung is not None:
+            shared_hung.add_done_callback(lambda f: shared.unregister_callback(f.result()))
 
 
 _EXIT_SCRIPT = textwrap.dedent(
