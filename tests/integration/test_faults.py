@@ -79,7 +79,8 @@ def test_hung_hosts_do_not_delay_a_healthy_registration(
 ) -> None:
     # Each attempt on the silent host is bounded far beyond this test, so the
     # healthy stream must connect while all five are still in flight.
-    sched = _scheduler(name="hung", attempt_timeout=120.0)
+    # PyTango < 10.1: register_event_callback would wait for each hung subscription.
+    sched = _scheduler(name="hung", attempt_timeout=120.0, wait_for_subscription=False)
     try:
         hung = [
             sched.register_event_callback(silent.trl(f"hung/dev/{i}"), "state", CHANGE, print)
@@ -111,7 +112,7 @@ def test_invoke_lrc_unaffected_by_hung_hosts(
     )
     proxy = tango.DeviceProxy(server.trls[0])
     shared = module_callback_scheduler()
-    own = _scheduler(name="lrc-hung", attempt_timeout=120.0)
+    own = _scheduler(name="lrc-hung", attempt_timeout=120.0, wait_for_subscription=False)
     shared_hung: Any = None
     try:
         shared_hung = shared.register_event_callback(
