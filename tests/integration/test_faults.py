@@ -151,18 +151,29 @@ _EXIT_SCRIPT = textwrap.dedent(
     import sys, time
     import tango
     from ska_tango_scheduler import CallbackScheduler
+
+
+    class SlowToFinalise:
+        # Keeps the interpreter finalising for 10 s: a thread that comes back
+        # from Tango meanwhile aborts the process ("terminate called ...").
+        def __del__(self, sleep=time.sleep):
+            sleep(10.0)
+
+
     sched = CallbackScheduler(name="exiting")
     for trl in sys.argv[2:]:
         sched.register_event_callback(trl, "state", tango.EventType.CHANGE_EVENT, print)
     time.sleep(1.0)
     if sys.argv[1] == "shutdown":
         sched.shutdown(timeout=2)
+    if sys.argv[1] == "slow-exit":
+        slow = SlowToFinalise()
     print("leaving", flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("ending", ["exit", "shutdown"])
+@pytest.mark.parametrize("ending", ["exit", "shutdown", "slow-exit"])
 def test_process_exits_cleanly_with_attempts_stuck(silent: SilentHost, ending: str) -> None:
     trls = [silent.trl(f"hung/dev/{i}") for i in range(3)]
     done = subprocess.run(
