@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -401,3 +402,28 @@ def test_non_ascii_device_name_is_reported_as_given() -> None:
         future.result(timeout=30)
         wait_for(lambda: rec.errors(), timeout=30)
         assert "tést/dévice/ü" in rec.errors()[0].errors[0].desc
+
+
+def test_first_attempt_on_the_caller_thread_keeps_the_lane(event_source: Any) -> None:
+    proxy = tango.DeviceProxy(event_source.devices[0])
+    threads: list[str] = []
+    if hasattr(proxy, "unfreeze_dynamic_interface"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            proxy.unfreeze_dynamic_interface()
+    subscribe = proxy.subscribe_event
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return subscribe(*args, **kwargs)
+
+    proxy.subscribe_event = recording
+    with CallbackScheduler(name="here") as sched:
+        rec = Recorder()
+        future = sched._register_on_caller_thread(proxy, "myAttr2", CHANGE, rec)
+        assert threads == [threading.current_thread().name]
+        future.result(timeout=30)
+        wait_for(lambda: rec.values(), timeout=30)
+        # Another stream of the same device still goes through the connector lane.
+        sched.register_event_callback(proxy, "myAttr3", CHANGE, Recorder()).result(timeout=30)
+        assert len(threads) == 2 and threads[1].startswith("here.connector")
