@@ -60,6 +60,10 @@ class Recorder:
         return [e for _, e in self.snapshot() if e.err]
 
 
+def _ignore(event: Any) -> None:
+    """A callback for streams whose events do not matter."""
+
+
 def _scheduler(**kwargs: Any) -> CallbackScheduler:
     """A scheduler; ``attempt_timeout`` only where the scheduler has it."""
     known = inspect.signature(CallbackScheduler).parameters
@@ -84,7 +88,7 @@ def test_hung_hosts_do_not_delay_a_healthy_registration(
     sched = _scheduler(name="hung", attempt_timeout=120.0, wait_for_subscription=False)
     try:
         hung = [
-            sched.register_event_callback(silent.trl(f"hung/dev/{i}"), "state", CHANGE, print)
+            sched.register_event_callback(silent.trl(f"hung/dev/{i}"), "state", CHANGE, _ignore)
             for i in range(5)
         ]
         wait_for(lambda: silent.connections >= 1, timeout=30)
@@ -117,10 +121,10 @@ def test_invoke_lrc_unaffected_by_hung_hosts(
     shared_hung: Any = None
     try:
         shared_hung = shared.register_event_callback(
-            silent.trl("hung/lrc/0"), "state", CHANGE, print
+            silent.trl("hung/lrc/0"), "state", CHANGE, _ignore
         )
         for i in (1, 2):
-            own.register_event_callback(silent.trl(f"hung/lrc/{i}"), "state", CHANGE, print)
+            own.register_event_callback(silent.trl(f"hung/lrc/{i}"), "state", CHANGE, _ignore)
         wait_for(lambda: silent.connections >= 1, timeout=30)
         for scheduler in (own, None):
             done = threading.Event()
@@ -163,7 +167,7 @@ _EXIT_SCRIPT = textwrap.dedent(
 
     sched = CallbackScheduler(name="exiting")
     for trl in sys.argv[2:]:
-        sched.register_event_callback(trl, "state", tango.EventType.CHANGE_EVENT, print)
+        sched.register_event_callback(trl, "state", tango.EventType.CHANGE_EVENT, lambda e: None)
     time.sleep(1.0)
     if sys.argv[1] == "shutdown":
         sched.shutdown(timeout=2)
@@ -335,7 +339,7 @@ def test_bad_shutdown_timeout_leaves_the_scheduler_running() -> None:
 
 def test_unregister_with_an_unhashable_id() -> None:
     with CallbackScheduler(name="unhashable") as sched:
-        sched.register_event_callback("no/such/device", "state", CHANGE, print)
+        sched.register_event_callback("no/such/device", "state", CHANGE, _ignore)
         with pytest.raises(UnknownCallbackError):
             sched.unregister_callback([1])  # type: ignore[arg-type]
 
@@ -381,7 +385,7 @@ def test_one_database_under_three_host_names_is_one_stream(
     names = ["localhost", "127.0.0.1", socket.gethostname()]
     with CallbackScheduler(name="hosts") as sched:
         futures = [
-            sched.register_event_callback(f"tango://{h}:{port}/{device}", "myAttr1", CHANGE, print)
+            sched.register_event_callback(f"tango://{h}:{port}/{device}", "myAttr1", CHANGE, _ignore)
             for h in names
         ]
         for future in futures:
