@@ -431,3 +431,5 @@ def test_first_attempt_on_the_caller_thread_keeps_the_lane(event_source: Any) ->
         # Another stream of the same device still goes through the connector lane.
         sched.register_event_callback(proxy, "myAttr3", CHANGE, Recorder()).result(timeout=30)
         assert len(threads) == 2 and threads[1].startswith("here.connector")
+        sched._connect_on_caller_thread(proxy, "myAttr1", CHANGE).result(timeout=30)
+        assert threads[2] == threading.current_thread().name
