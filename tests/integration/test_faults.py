@@ -385,7 +385,9 @@ def test_one_database_under_three_host_names_is_one_stream(
     names = ["localhost", "127.0.0.1", socket.gethostname()]
     with CallbackScheduler(name="hosts") as sched:
         futures = [
-            sched.register_event_callback(f"tango://{h}:{port}/{device}", "myAttr1", CHANGE, _ignore)
+            sched.register_event_callback(
+                f"tango://{h}:{port}/{device}", "myAttr1", CHANGE, _ignore
+            )
             for h in names
         ]
         for future in futures:
