@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -435,3 +436,27 @@ def test_first_attempt_on_the_caller_thread_keeps_the_lane(event_source: Any) ->
         assert len(threads) == 2 and threads[1].startswith("here.connector")
         sched._connect_on_caller_thread(proxy, "myAttr1", CHANGE).result(timeout=30)
         assert threads[2] == threading.current_thread().name
+
+
+def test_a_frozen_server_does_not_delay_other_devices(
+    device_server_factory: Any, event_source: Any
+) -> None:
+    frozen = device_server_factory.event_source(1)
+    assert frozen.pid is not None
+    sched = CallbackScheduler(name="frozen", wait_for_subscription=False)
+    os.kill(frozen.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        stuck = sched.register_event_callback(frozen.trls[0], "myAttr1", CHANGE, _ignore)
+        time.sleep(0.5)
+        rec = Recorder()
+        sched.register_event_callback(event_source.trls[1], "myAttr2", CHANGE, rec).result(
+            timeout=30
+        )
+        wait_for(lambda: rec.values(), timeout=30, message="the healthy stream got nothing")
+        started = time.monotonic()
+        sched.shutdown(timeout=10)
+        assert time.monotonic() - started < 30
+        assert stuck.done()
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        sched.shutdown()
