@@ -45,8 +45,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import tango
 from tango.server import Device, attribute, command, device_property
@@ -55,12 +55,18 @@ from ska_tango_scheduler.mixin import SchedulerMixin
 
 from .event_source import EventSource
 
+if TYPE_CHECKING:  # the pytest plugin imports pytest, which a device server does not need
+    from ._database import TangoDatabase
+    from ._servers import DeviceServerProcess
+    from .pytest_plugin import DeviceServerFactory
+
 __all__ = [
     "SCHEDULER_REFERENCE_CLASS",
     "SCHEDULER_REFERENCE_MODULE",
     "SERIAL_MODEL_ENV",
     "SchedulerReference",
     "main",
+    "reference_server",
 ]
 
 #: Tango class name of :class:`SchedulerReference`, and the server name.
@@ -272,6 +278,52 @@ class SchedulerReference(SchedulerMixin, Device):
         """Return the timings of the last block."""
         with self._stats.lock:
             return json.dumps(self._stats.last_block)
+
+
+def reference_server(
+    factory: DeviceServerFactory,
+    database: TangoDatabase,
+    devices: Mapping[str, Mapping[str, str | Sequence[str]]],
+    *,
+    peers: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    start: bool = True,
+) -> DeviceServerProcess:
+    """Define a ``SchedulerReference`` server with device properties, and start it.
+
+    Args:
+        factory: The test's device server factory.
+        database: The test database.
+        devices: Device name to its properties (a string, or a list of
+            strings for a property of several values).
+        peers: Names of ``EventSource`` devices to serve in the same server.
+        env: Extra environment variables of the server.
+        start: Start it and wait until its devices answer.
+
+    Returns:
+        The server process.
+    """
+    instance = factory.unique_name("ref")
+    process = factory(
+        f"{SCHEDULER_REFERENCE_CLASS}/{instance}",
+        list(devices),
+        device_class=SCHEDULER_REFERENCE_CLASS,
+        module=SCHEDULER_REFERENCE_MODULE,
+        start=False,
+        env=dict(env or {}),
+    )
+    process.register()
+    for peer in peers:
+        database.add_device(peer, "EventSource", process.server)
+    for name, properties in devices.items():
+        if properties:
+            database.put_device_properties(
+                name,
+                {k: [v] if isinstance(v, str) else list(v) for k, v in properties.items()},
+            )
+    if start:
+        process.start()
+    return process
 
 
 def _set_serial_model() -> None:
