@@ -29,12 +29,18 @@ from ska_tango_scheduler.diagnostics import (
 from ska_tango_scheduler.mixin import (
     DIAGNOSTIC_ATTRIBUTES,
     MAX_REPORTED_QUEUES,
+    SCHEDULER_PROPERTIES,
+    SchedulerConfigurationError,
     SchedulerMixin,
     changed_values,
+    check_property_texts,
+    check_scheduler_name,
+    check_slow_callback_duration,
+    check_thread_count,
     diagnostic_values,
 )
 
-PROPERTIES = {"SchedulerThreadCount", "SchedulerName"}
+PROPERTIES = {"SchedulerThreadCount", "SchedulerName", "SchedulerSlowCallbackDuration"}
 
 
 def snapshot(**overrides: Any) -> SchedulerDiagnostics:
@@ -344,3 +350,52 @@ def test_safe_monitor_release_follows_the_pytango_version() -> None:
 )
 def test_which_serial_models_release_the_monitor(model: Any, released: bool) -> None:
     assert mixin_module._releases_monitor(model) is released
+
+
+# -- configuration checks -------------------------------------------------------------------
+
+
+def test_scheduler_properties_are_the_documented_ones() -> None:
+    assert set(SCHEDULER_PROPERTIES) == PROPERTIES
+
+
+@pytest.mark.parametrize("good", [1, 4, "2", " 3 "])
+def test_thread_count_accepts_whole_numbers_from_one(good: object) -> None:
+    assert check_thread_count(good) == int(str(good).strip())
+
+
+@pytest.mark.parametrize("bad", [0, -3, "0", "-3", "abc", "1.5", "", True, 2.0, None])
+def test_thread_count_rejects_with_the_setting_and_value(bad: object) -> None:
+    with pytest.raises(SchedulerConfigurationError) as info:
+        check_thread_count(bad, "SchedulerThreadCount")
+    assert str(info.value).startswith(f"SchedulerThreadCount = {bad!r} is not valid")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a\nb", "tab\there", 3, None])
+def test_scheduler_name_rejects_blank_and_unprintable(bad: object) -> None:
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerName = "):
+        check_scheduler_name(bad)
+    assert check_scheduler_name("my/device.scheduler") == "my/device.scheduler"
+
+
+def test_slow_callback_duration_zero_or_none_is_off() -> None:
+    assert check_slow_callback_duration(None) is None
+    assert check_slow_callback_duration(0) is None
+    assert check_slow_callback_duration("0") is None
+    assert check_slow_callback_duration("0.25") == 0.25
+    assert check_slow_callback_duration(2) == 2.0
+
+
+@pytest.mark.parametrize("bad", [-1, "-0.1", "soon", float("nan"), float("inf"), "inf", True])
+def test_slow_callback_duration_rejects_negative_and_non_finite(bad: object) -> None:
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerSlowCallbackDuration = "):
+        check_slow_callback_duration(bad)
+
+
+def test_property_texts_name_the_bad_property() -> None:
+    check_property_texts({})
+    check_property_texts({"SchedulerThreadCount": ["2"], "SchedulerName": [""]})
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerName = \\['a', 'b'\\]"):
+        check_property_texts({"SchedulerName": ["a", "b"]})
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerThreadCount = 'abc'"):
+        check_property_texts({"SchedulerThreadCount": ["abc"]})
