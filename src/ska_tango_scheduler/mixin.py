@@ -21,7 +21,7 @@ What the mixin adds:
 * :meth:`SchedulerMixin.allow_internal_threads`: a context manager that lets the
   device's own threads take the device monitor while the calling thread holds
   it, and keeps client requests waiting until the block ends.
-* Nine read-only diagnostic attributes (``schedulerThreadCount`` ...
+* Twelve read-only diagnostic attributes (``schedulerThreadCount`` ...
   ``schedulerDiagnostics``, see :data:`DIAGNOSTIC_ATTRIBUTES`) whose change
   events are pushed by a background thread at most once per
   :attr:`SchedulerMixin.scheduler_diagnostics_period` seconds, and only for
@@ -36,7 +36,15 @@ what                             class attribute             device property
 ===============================  ==========================  ==========================
 worker threads                   ``scheduler_thread_count``  ``SchedulerThreadCount``
 scheduler (and thread) name      ``scheduler_name``          ``SchedulerName``
+slow-callback threshold (s)      ``scheduler_slow_callback_  ``SchedulerSlowCallback
+                                 duration``                  Duration``
 ===============================  ==========================  ==========================
+
+A bad value (a thread count below 1 or not a number, a blank name, a
+negative threshold) puts the device in FAULT, with a status naming the
+setting and its value, instead of stopping the server; ``Init`` then fails
+with a ``DevFailed`` (reason :data:`CONFIGURATION_ERROR_REASON`) saying why.
+Correct the property and send ``Init`` again.
 
 The default name is the device name, so the worker threads are called
 ``<device name>.worker-<i>``. Override :meth:`SchedulerMixin.create_scheduler`
@@ -71,7 +79,7 @@ from typing import Any, ClassVar, Final, NoReturn, TypeVar, cast
 import tango
 from tango.server import BaseDevice, attribute, device_property
 
-from .diagnostics import SchedulerDiagnostics
+from .diagnostics import LATENCY_WINDOW, SchedulerDiagnostics
 from .scheduler import CallbackScheduler
 
 __all__ = [
@@ -102,6 +110,9 @@ DIAGNOSTIC_ATTRIBUTES: Final[tuple[str, ...]] = (
     "schedulerDeliveredEvents",
     "schedulerDroppedEvents",
     "schedulerCallbackErrors",
+    "schedulerMaxLatency",
+    "schedulerQueueLatencies",
+    "schedulerSlowCallbacks",
     "schedulerBackoffState",
     "schedulerDiagnostics",
 )
@@ -188,6 +199,9 @@ def diagnostic_values(snapshot: SchedulerDiagnostics) -> dict[str, Any]:
         "schedulerDeliveredEvents": totals.delivered,
         "schedulerDroppedEvents": totals.dropped,
         "schedulerCallbackErrors": totals.callback_errors,
+        "schedulerMaxLatency": float(totals.max_latency_ms),
+        "schedulerQueueLatencies": [float(q.latency.p99_ms) for q in queues],
+        "schedulerSlowCallbacks": totals.slow_callbacks,
         "schedulerBackoffState": json.dumps(snapshot.backoff_dict(), sort_keys=True),
         "schedulerDiagnostics": json.dumps(snapshot.to_dict(), sort_keys=True),
     }
@@ -1064,6 +1078,42 @@ class SchedulerMixin:
     def schedulerCallbackErrors(self) -> int:  # noqa: N802
         """Return the number of exceptions raised by callbacks."""
         return cast(int, self._read_diagnostics()["schedulerCallbackErrors"])
+
+    @_typed_attribute(
+        dtype=tango.DevDouble,
+        access=tango.AttrWriteType.READ,
+        unit="ms",
+        label="Worst queue wait",
+        doc="Longest time an event waited in any queue before its callbacks started, over "
+        f"the last {LATENCY_WINDOW:g} s (milliseconds; 0 when nothing was delivered then).",
+    )
+    def schedulerMaxLatency(self) -> float:  # noqa: N802
+        """Return the worst queue wait over the window, in milliseconds."""
+        return cast(float, self._read_diagnostics()["schedulerMaxLatency"])
+
+    @_typed_attribute(
+        dtype=(tango.DevDouble,),
+        max_dim_x=MAX_REPORTED_QUEUES,
+        access=tango.AttrWriteType.READ,
+        unit="ms",
+        label="Queue waits (p99)",
+        doc=f"99th percentile of each queue's waits over the last {LATENCY_WINDOW:g} s "
+        "(milliseconds), in the order of schedulerQueueNames.",
+    )
+    def schedulerQueueLatencies(self) -> list[float]:  # noqa: N802
+        """Return each queue's 99th-percentile wait over the window, in milliseconds."""
+        return cast(list[float], self._read_diagnostics()["schedulerQueueLatencies"])
+
+    @_typed_attribute(
+        dtype=tango.DevLong64,
+        access=tango.AttrWriteType.READ,
+        label="Slow callbacks",
+        doc="Callbacks that ran longer than the slow-callback threshold "
+        "(SchedulerSlowCallbackDuration), since the scheduler was created.",
+    )
+    def schedulerSlowCallbacks(self) -> int:  # noqa: N802
+        """Return the number of slow callbacks so far."""
+        return cast(int, self._read_diagnostics()["schedulerSlowCallbacks"])
 
     @_typed_attribute(
         dtype=tango.DevString,

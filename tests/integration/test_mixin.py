@@ -35,6 +35,9 @@ EXPECTED_TYPES = {
     "schedulerDeliveredEvents": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
     "schedulerDroppedEvents": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
     "schedulerCallbackErrors": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
+    "schedulerMaxLatency": (tango.CmdArgType.DevDouble, tango.AttrDataFormat.SCALAR),
+    "schedulerQueueLatencies": (tango.CmdArgType.DevDouble, tango.AttrDataFormat.SPECTRUM),
+    "schedulerSlowCallbacks": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
     "schedulerBackoffState": (tango.CmdArgType.DevString, tango.AttrDataFormat.SCALAR),
     "schedulerDiagnostics": (tango.CmdArgType.DevString, tango.AttrDataFormat.SCALAR),
 }

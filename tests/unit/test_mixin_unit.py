@@ -22,6 +22,7 @@ from ska_tango_scheduler import CallbackScheduler
 from ska_tango_scheduler import mixin as mixin_module
 from ska_tango_scheduler.diagnostics import (
     BackoffDiagnostics,
+    LatencyStats,
     QueueDiagnostics,
     SchedulerDiagnostics,
     Totals,
@@ -49,10 +50,30 @@ def snapshot(**overrides: Any) -> SchedulerDiagnostics:
         "thread_count": 2,
         "running": True,
         "timestamp": 1000.0,
-        "totals": Totals(received=10, delivered=6, dropped=1, queued=3, callback_errors=2),
+        "totals": Totals(
+            received=10,
+            delivered=6,
+            dropped=1,
+            queued=3,
+            callback_errors=2,
+            slow_callbacks=4,
+            max_latency_ms=250.0,
+        ),
         "queues": (
-            QueueDiagnostics("q1", 32, 3, 9, 5, 1, ("a#CHANGE_EVENT",)),
-            QueueDiagnostics("q2", 32, 0, 1, 1, 0, ("b#CHANGE_EVENT",)),
+            QueueDiagnostics(
+                "q1",
+                32,
+                3,
+                9,
+                5,
+                1,
+                ("a#CHANGE_EVENT",),
+                latency=LatencyStats(200.0, 250.0, 240.0, 5),
+                slow_callbacks=4,
+            ),
+            QueueDiagnostics(
+                "q2", 32, 0, 1, 1, 0, ("b#CHANGE_EVENT",), latency=LatencyStats(0.2, 0.5, 0.5, 1)
+            ),
         ),
         "backoff": (BackoffDiagnostics("c#CHANGE_EVENT", 3, 0.4, 0.2, "API_Boom: no", 99.0),),
     }
@@ -73,6 +94,9 @@ def test_diagnostic_values_cover_every_attribute() -> None:
     assert values["schedulerDeliveredEvents"] == 6
     assert values["schedulerDroppedEvents"] == 1
     assert values["schedulerCallbackErrors"] == 2
+    assert values["schedulerMaxLatency"] == 250.0
+    assert values["schedulerQueueLatencies"] == [240.0, 0.5]
+    assert values["schedulerSlowCallbacks"] == 4
     backoff = json.loads(values["schedulerBackoffState"])
     assert backoff == {
         "c#CHANGE_EVENT": {
@@ -108,6 +132,8 @@ def test_changed_values_ignore_the_snapshot_time() -> None:
         "schedulerReceivedEvents",
         "schedulerDeliveredEvents",
         "schedulerCallbackErrors",
+        "schedulerMaxLatency",
+        "schedulerSlowCallbacks",
         "schedulerDiagnostics",
     }
 

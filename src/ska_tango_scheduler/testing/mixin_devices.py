@@ -22,6 +22,11 @@ server's serial model (``BY_DEVICE`` when unset).
     Device to subscribe to in ``init_device``, by name or TRL; none if empty.
 ``SourceAttribute`` (string, default ``myAttr1``)
     Its attribute (change events).
+``QuickAttribute`` (string, default empty)
+    A second attribute of ``SourceDevice`` to subscribe to, with a callback
+    that only counts (``quickCallbackCount``); none if empty. With a
+    ``CallbackDelay`` above the scheduler's slow-callback threshold this
+    makes a device with one slow stream and one quick one.
 ``CallbackTakesMonitor`` (boolean, default true)
     The callback counts the event under ``tango.AutoTangoMonitor(self)``.
 ``CallbackDelay`` (double, default 0)
@@ -86,6 +91,7 @@ class _Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.callbacks = 0
+        self.quick_callbacks = 0
         self.error_events = 0
         self.monitor_timeouts = 0
         self.inits = 0
@@ -99,6 +105,7 @@ class SchedulerReference(SchedulerMixin, Device):
 
     SourceDevice = device_property(dtype=str, default_value="")  # noqa: N815
     SourceAttribute = device_property(dtype=str, default_value="myAttr1")  # noqa: N815
+    QuickAttribute = device_property(dtype=str, default_value="")  # noqa: N815
     CallbackTakesMonitor = device_property(dtype=bool, default_value=True)  # noqa: N815
     CallbackDelay = device_property(dtype=float, default_value=0.0)  # noqa: N815
     NaiveShutdown = device_property(dtype=bool, default_value=False)  # noqa: N815
@@ -119,6 +126,13 @@ class SchedulerReference(SchedulerMixin, Device):
                 tango.EventType.CHANGE_EVENT,
                 self._on_event,
             )
+            if self.QuickAttribute:
+                self.scheduler.register_event_callback(
+                    self.SourceDevice,
+                    self.QuickAttribute,
+                    tango.EventType.CHANGE_EVENT,
+                    self._on_quick_event,
+                )
         self.set_state(tango.DevState.ON)
         with self._stats.lock:
             self._stats.inits += 1
@@ -133,6 +147,11 @@ class SchedulerReference(SchedulerMixin, Device):
         super().delete_device()
         with self._stats.lock:
             self._stats.delete_durations.append(time.monotonic() - start)
+
+    def _on_quick_event(self, event: Any) -> None:
+        if not event.err:
+            with self._stats.lock:
+                self._stats.quick_callbacks += 1
 
     def _on_event(self, event: Any) -> None:
         if event.err:
@@ -221,6 +240,11 @@ class SchedulerReference(SchedulerMixin, Device):
     def callbackCount(self) -> int:  # noqa: N802
         """Return the number of events the callback counted."""
         return self._stats.callbacks
+
+    @attribute(dtype=tango.DevLong64, doc="Events counted by the quick callback (all Inits).")
+    def quickCallbackCount(self) -> int:  # noqa: N802
+        """Return the number of events the quick callback counted."""
+        return self._stats.quick_callbacks
 
     @attribute(dtype=tango.DevLong64, doc="Error events received (all Inits).")
     def errorEventCount(self) -> int:  # noqa: N802
@@ -339,7 +363,9 @@ def main(args: Sequence[str] | None = None) -> None:
         args: Command line after the program name (instance name, then Tango
             and ORB options); ``None``: ``sys.argv[1:]``.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s"
+    )
     # `kill -USR1 <pid>` prints every thread's stack to the log: for hangs.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     argv = list(sys.argv[1:] if args is None else args)
