@@ -505,9 +505,6 @@ class SchedulerMixin:
     them must call ``super()`` too.
 
     Attributes:
-        scheduler: The device's scheduler, created in ``init_device`` (before
-            the next class's ``init_device`` runs, so hooks called from there
-            can use it) and shut down in ``delete_device``.
         scheduler_thread_count: Default number of worker threads (the device
             property ``SchedulerThreadCount`` wins when set).
         scheduler_name: Default scheduler name; None means the device name
@@ -577,6 +574,9 @@ class SchedulerMixin:
     @property
     def scheduler(self) -> CallbackScheduler:
         """The device's scheduler, created in ``init_device`` and shut down in ``delete_device``.
+
+        It exists before the next class's ``init_device`` runs, so hooks
+        called from there can use it.
 
         Raises:
             RuntimeError: The device has no scheduler: its configuration is
