@@ -118,7 +118,10 @@ def scheduler_lines(
     lines.append(f"    {'schedulerSlowCallbacks':<26}{values['schedulerSlowCallbacks']:>8}")
     max_latency = f"{values['schedulerMaxLatency']:.1f} ms"
     lines.append(f"    {'schedulerMaxLatency':<26}{max_latency:>8}")
-    lines.append("    schedulerQueueNames/Depths/Latencies, with counts (ms, worst wait first):")
+    lines.append(
+        "    schedulerQueueNames / schedulerQueueDepths / schedulerQueueLatencies"
+        " (ms, worst wait first):"
+    )
     lines.extend(queue_table_lines(snapshot, indent="      "))
     lines.append("    schedulerBackoffState:")
     if not snapshot.backoff:
