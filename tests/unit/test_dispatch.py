@@ -300,3 +300,48 @@ def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, lim
         assert all(len(q) == 0 for q in queues)
     finally:
         assert dispatcher.stop(timeout=30)
+
+
+@pytest.mark.parametrize("thread_count", [2, 3])
+def test_no_second_worker_enters_a_queue_whose_callback_blocks(
+    make_dispatcher, sink_class, gate_class, limited, wait, thread_count
+) -> None:
+    """Events put while a worker is blocked in a queue's callback wait for that worker."""
+    dispatcher = make_dispatcher(thread_count)
+    gate = gate_class()
+    inside: list[str] = []
+    lock = threading.Lock()
+    concurrent: list[int] = []
+    delivered: list[int] = []
+
+    def callback(event: int) -> None:
+        with lock:
+            inside.append(threading.current_thread().name)
+            concurrent.append(len(inside))
+        if event == 0:
+            gate(event)
+        with lock:
+            inside.remove(threading.current_thread().name)
+            delivered.append(event)
+
+    others: list[int] = []
+    queue = dispatcher.new_queue(100)
+    sink = sink_class("blocked", limited, callback)
+    other_queue = dispatcher.new_queue(100)
+    other = sink_class("other", limited, others.append)
+    dispatcher.put(queue, sink, 0)
+    try:
+        assert gate.entered.wait(30)
+        for i in range(1, 21):
+            dispatcher.put(queue, sink, i)
+            dispatcher.put(other_queue, other, i)  # keeps the other workers awake
+            time.sleep(0.001)
+        wait(lambda: len(others) == 20)  # the idle workers had every chance to enter
+        time.sleep(0.05)
+        with lock:
+            assert delivered == [] and concurrent == [1], (delivered, concurrent)
+    finally:
+        gate.release.set()
+    wait(lambda: len(delivered) == 21)
+    assert delivered == list(range(21))
+    assert max(concurrent) == 1
