@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -49,6 +50,28 @@ def sched() -> Iterator[CallbackScheduler]:
     scheduler.shutdown(timeout=30)
 
 
+def _prime(source: tango.DeviceProxy, attr: str, seen: Any) -> int:
+    """Push until a pushed event arrives; return the value pushed last.
+
+    ZeroMQ may lose events pushed right after a subscription (before the
+    server's publisher knows of it): a test must not rely on the first push.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        value = int(source.command_inout("Push", attr))
+        if wait_for_quietly(lambda v=value: seen(v), 1.0) or time.monotonic() > deadline:
+            return value
+
+
+def wait_for_quietly(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_callback_unregistering_a_later_callback_of_the_same_event(
     sched: CallbackScheduler, source: tango.DeviceProxy
 ) -> None:
@@ -56,13 +79,12 @@ def test_callback_unregistering_a_later_callback_of_the_same_event(
     calls_b: list[int | None] = []
     done: list[int] = []
     ids: dict[str, int] = {}
-    returned = threading.Event()
+    threshold = [1 << 62]
 
     def a(event: Any) -> None:
         value = _value(event)
-        if value == 2 and "b" in ids:
+        if value is not None and value >= threshold[0] and "b" in ids:
             sched.unregister_callback(ids.pop("b"))  # type: ignore[arg-type]
-            returned.set()
         if value is not None:
             done.append(value)
 
@@ -71,13 +93,13 @@ def test_callback_unregistering_a_later_callback_of_the_same_event(
 
     sched.register_event_callback(source, "myAttr1", CHANGE, a).result(timeout=30)
     ids["b"] = sched.register_event_callback(source, "myAttr1", CHANGE, b).result(timeout=30)
-    source.command_inout("Push", "myAttr1")
-    wait_for(lambda: 1 in calls_b, timeout=30)
+    last = _prime(source, "myAttr1", lambda v: v in calls_b)
+    threshold[0] = last + 1
     for _ in range(2):
         source.command_inout("Push", "myAttr1")
-    wait_for(lambda: 3 in done, timeout=30)
-    assert returned.is_set()
-    assert 2 not in calls_b and 3 not in calls_b, calls_b
+    wait_for(lambda: last + 2 in done, timeout=30)
+    assert "b" not in ids
+    assert max(v for v in calls_b if v is not None) == last, calls_b
     assert sched.diagnostics().streams[0].callbacks == 1
 
 
@@ -88,9 +110,11 @@ def test_other_thread_unregistering_during_a_delivery(
     calls_b: list[tuple[float, int | None]] = []
     entered = threading.Event()
     release = threading.Event()
+    threshold = [1 << 62]
 
     def a(event: Any) -> None:
-        if _value(event) == 1:
+        value = _value(event)
+        if value is not None and value >= threshold[0] and not entered.is_set():
             entered.set()
             assert release.wait(60)
 
@@ -99,16 +123,21 @@ def test_other_thread_unregistering_during_a_delivery(
 
     sched.register_event_callback(source, "myAttr2", CHANGE, a).result(timeout=30)
     cid = sched.register_event_callback(source, "myAttr2", CHANGE, b).result(timeout=30)
+    last = _prime(source, "myAttr2", lambda v: any(x == v for _, x in calls_b))
+    threshold[0] = last + 1
     source.command_inout("Push", "myAttr2")
-    assert entered.wait(30)
-    sched.unregister_callback(cid)
-    returned = time.monotonic()
-    release.set()
+    try:
+        assert entered.wait(30), sched.diagnostics().to_dict()
+        sched.unregister_callback(cid)
+        returned = time.monotonic()
+    finally:
+        release.set()
     source.command_inout("Push", "myAttr2")
+    wait_for(lambda: sched.diagnostics().streams[0].delivered >= 3, timeout=30)
     wait_for(lambda: sched.diagnostics().streams[0].queued == 0, timeout=30)
     time.sleep(0.2)
     assert [v for t, v in calls_b if t >= returned] == []
-    assert 1 not in [v for _, v in calls_b]
+    assert max(v for _, v in calls_b if v is not None) == last
 
 
 def test_no_call_starts_after_unregister_returns_under_a_flood(
@@ -174,9 +203,14 @@ def test_any_exception_is_counted_and_the_next_callback_still_runs(
     sched.register_event_callback(
         source, "myAttr4", CHANGE, lambda e: after.append(_value(e))
     ).result(timeout=30)
+    last = _prime(source, "myAttr4", lambda v: v in after)
     source.command_inout("Push", "myAttr4")
     source.command_inout("Push", "myAttr4")
-    wait_for(lambda: after[-2:] == [1, 2], timeout=30)
+    wait_for(
+        lambda: after[-2:] == [last + 1, last + 2],
+        timeout=30,
+        message=lambda: f"{after}, {sched.diagnostics().to_dict()}",
+    )
 
     def counted() -> bool:
         snap = sched.diagnostics()
@@ -185,3 +219,79 @@ def test_any_exception_is_counted_and_the_next_callback_still_runs(
 
     wait_for(counted, timeout=30)
     assert all(t.is_alive() for t in sched.threads)
+
+
+def test_latency_durations_and_slow_callbacks_are_reported(
+    source: tango.DeviceProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sleeping callback beside a quick stream, as diagnostics() shows them."""
+
+    def slow_callback(event: Any) -> None:
+        time.sleep(0.15)
+
+    quick_values: list[int | None] = []
+    with (
+        caplog.at_level(logging.WARNING, logger="ska_tango_scheduler"),
+        CallbackScheduler(thread_count=2, name="latency", slow_callback_duration=0.1) as sched,
+    ):
+        assert sched.slow_callback_duration == 0.1
+        sched.register_event_callback(source, "myAttr1", CHANGE, slow_callback).result(30)
+        sched.register_event_callback(
+            source, "myAttr2", CHANGE, lambda e: quick_values.append(_value(e))
+        ).result(30)
+        last = _prime(source, "myAttr2", lambda v: v in quick_values)
+        for _ in range(3):
+            source.command_inout("Push", "myAttr1")
+            source.command_inout("Push", "myAttr2")
+        wait_for(lambda: last + 3 in quick_values, timeout=30)
+
+        def settled() -> bool:
+            snap = sched.diagnostics()
+            done = all(s.latency.samples == s.delivered for s in snap.streams)
+            return done and snap.totals.queued == 0 and snap.totals.slow_callbacks >= 3
+
+        wait_for(settled, timeout=30)
+        snap = sched.diagnostics()
+    streams = {s.attribute: s for s in snap.streams}
+    slow, quick = streams["myAttr1"], streams["myAttr2"]
+    assert slow.slow_callbacks == slow.delivered >= 3
+    assert quick.slow_callbacks == 0
+    assert snap.totals.slow_callbacks == slow.slow_callbacks
+    queues = {q.name: q for q in snap.queues}
+    assert queues[slow.queue].slow_callbacks == slow.slow_callbacks
+    assert queues[quick.queue].slow_callbacks == 0
+    # Durations: each slow delivery took the 0.15 s sleep at least.
+    assert slow.callback_max_ms >= 150.0 and slow.callback_mean_ms >= 150.0
+    assert quick.callback_max_ms < 150.0
+    # Queue waits: the slow stream's pushes queue up behind each other.
+    assert slow.latency.samples == slow.delivered
+    assert slow.latency.max_ms >= 100.0 and slow.latency.p99_ms <= slow.latency.max_ms
+    assert quick.latency.samples == quick.delivered
+    assert quick.latency.max_ms < slow.latency.max_ms
+    assert queues[slow.queue].latency == slow.latency
+    assert snap.totals.max_latency_ms == slow.latency.max_ms
+    assert snap.window == 10.0
+    assert len(snap.workers) == 2 and any(w.busy_fraction > 0.0 for w in snap.workers)
+    data = snap.to_dict()
+    assert data["streams"][0]["latency"]["samples"] >= 1
+    assert [w["name"] for w in data["workers"]] == ["latency.worker-0", "latency.worker-1"]
+    warnings = [r.getMessage() for r in caplog.records if "Slow callback" in r.getMessage()]
+    assert len(warnings) == 1, warnings  # rate-limited per callback
+    assert (
+        "slow_callback" in warnings[0] and slow.name in warnings[0] and " took 0.1" in warnings[0]
+    )
+
+
+def test_slow_callbacks_not_checked_when_turned_off(source: tango.DeviceProxy) -> None:
+    values: list[int | None] = []
+
+    def slow_callback(event: Any) -> None:
+        time.sleep(0.02)
+        values.append(_value(event))
+
+    with CallbackScheduler(name="unchecked", slow_callback_duration=None) as sched:
+        assert sched.slow_callback_duration is None
+        sched.register_event_callback(source, "myAttr3", CHANGE, slow_callback).result(30)
+        _prime(source, "myAttr3", lambda v: v in values)
+        snap = sched.diagnostics()
+    assert snap.totals.slow_callbacks == 0 and snap.streams[0].callback_max_ms >= 20.0
