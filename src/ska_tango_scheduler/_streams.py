@@ -101,6 +101,8 @@ class StreamContext:
         proxies: One device proxy per device, shared by its streams.
         subscribe_calls: Calls made to ``subscribe_event``.
         unsubscribe_calls: Calls made to ``unsubscribe_event``.
+        slow_callback_duration: Seconds after which a callback counts as
+            slow, or None.
     """
 
     lock: threading.Lock
@@ -112,6 +114,7 @@ class StreamContext:
     proxies: dict[DeviceKey, tango.DeviceProxy] = field(default_factory=dict)
     subscribe_calls: int = 0
     unsubscribe_calls: int = 0
+    slow_callback_duration: float | None = None
 
     def proxy_for(self, key: DeviceKey) -> tango.DeviceProxy:
         """Return the shared proxy of a device, creating it if needed.
@@ -182,20 +185,32 @@ class EventStream:
     # -- Tango's event thread ------------------------------------------------
 
     def _tango_callback(self, generation: int) -> Callable[[Any], None]:
+        put = self.ctx.dispatcher.put
+        queue = self.queue
+        connected = StreamState.CONNECTED
+
         def on_event(event: Any) -> None:
+            # The share of Tango's event thread: keep it short. Only a
+            # connected stream's good events skip the bookkeeping (reading
+            # ``event_reason`` alone costs about half a microsecond).
             if self.closed:
                 return
-            if event.err:
-                self.last_error = _compat.describe_errors(event.errors)
-            if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
-                self.ctx.executor.submit(lambda: self._on_outcome(generation, event))
-            elif event.err and self.state is StreamState.CONNECTED:
-                self.state = StreamState.FAILING
-            elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
-                self.state = StreamState.CONNECTED
-            self.ctx.dispatcher.put(self.queue, self, event)
+            if self.state is not connected or event.err:
+                self._note_event(generation, event)
+            put(queue, self, event)
 
         return on_event
+
+    def _note_event(self, generation: int, event: Any) -> None:
+        """Follow the subscription's state from an event (Tango's event thread)."""
+        if event.err:
+            self.last_error = _compat.describe_errors(event.errors)
+        if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
+            self.ctx.executor.submit(lambda: self._on_outcome(generation, event))
+        elif event.err and self.state is StreamState.CONNECTED:
+            self.state = StreamState.FAILING
+        elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
+            self.state = StreamState.CONNECTED
 
     # -- worker threads ------------------------------------------------------
 
@@ -205,11 +220,21 @@ class EventStream:
         Args:
             payload: The event.
         """
+        counters = self.counters
+        slow = counters.slow_callbacks
         failures = run_callbacks(
-            self.registrations, payload, self.counters, self.ctx.limited, self.name
+            self.registrations,
+            payload,
+            counters,
+            self.ctx.limited,
+            self.name,
+            self.ctx.slow_callback_duration,
         )
-        if failures:
-            self.ctx.dispatcher.count_callback_errors(failures)
+        slow = counters.slow_callbacks - slow
+        if slow:
+            self.queue.counters.slow_callbacks += slow
+        if failures or slow:
+            self.ctx.dispatcher.count_callback_errors(failures, slow)
 
     # -- connector thread ----------------------------------------------------
 

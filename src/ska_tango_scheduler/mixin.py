@@ -65,7 +65,6 @@ Only synchronous (default green mode) device servers are supported.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 import math
@@ -154,9 +153,6 @@ def _pytango_version() -> tuple[int, int]:
 #: and 10.0.4 within 20 releases while a thread waits for the monitor; not with
 #: 10.1.6 and 10.3.1). The whole server then hangs.
 SAFE_MONITOR_RELEASE: Final[bool] = _pytango_version() >= (10, 1)
-
-# What this version of CallbackScheduler accepts (slow_callback_duration is new).
-_SCHEDULER_PARAMETERS: Final = frozenset(inspect.signature(CallbackScheduler).parameters)
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -797,13 +793,11 @@ class SchedulerMixin:
 
         Returns:
             A new scheduler named :meth:`scheduler_default_name` with
-            :meth:`scheduler_default_thread_count` worker threads.
+            :meth:`scheduler_default_thread_count` worker threads and
+            :meth:`scheduler_default_slow_callback_duration` as its
+            slow-callback threshold.
         """
         logger = getattr(self, "logger", None)
-        options: dict[str, Any] = {}
-        slow = self.scheduler_default_slow_callback_duration()
-        if "slow_callback_duration" in _SCHEDULER_PARAMETERS:
-            options["slow_callback_duration"] = slow
         # Never block init_device on a synchronous subscription (PyTango < 10.1):
         # one to this device's own attributes needs the monitor Init holds.
         return CallbackScheduler(
@@ -811,7 +805,7 @@ class SchedulerMixin:
             name=self.scheduler_default_name(),
             logger=logger if isinstance(logger, logging.Logger) else None,
             wait_for_subscription=False,
-            **options,
+            slow_callback_duration=self.scheduler_default_slow_callback_duration(),
         )
 
     def scheduler_default_thread_count(self) -> int:
