@@ -2,7 +2,7 @@
 
 One ``SchedulerReference`` device (two worker threads) subscribes to two
 attributes of an ``EventSource``: ``myAttr1`` with a callback that sleeps
-250 ms (slow: the threshold is 100 ms) and ``myAttr2`` with a quick one.
+500 ms (slow: the threshold is 100 ms) and ``myAttr2`` with a quick one.
 Both are pushed 10 times a second for the whole module, so the slow queue
 stays full and its events wait seconds, while the quick stream, served by
 the other thread, never waits behind a slow callback.
@@ -43,7 +43,9 @@ from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
 from ska_tango_scheduler.testing.tangogql import TangoGQLServer, tangogql_python
 
 CHANGE = tango.EventType.CHANGE_EVENT
-SLOW_SECONDS = 0.25
+# Long enough that the quick stream's bound (under one slow callback) holds on a
+# loaded machine; well above the 0.1 s threshold.
+SLOW_SECONDS = 0.5
 SLOW_MS = SLOW_SECONDS * 1000
 NEW_ATTRIBUTES = {
     "schedulerMaxLatency": (tango.CmdArgType.DevDouble, tango.AttrDataFormat.SCALAR),
@@ -108,9 +110,9 @@ def scene(
         proxy = scene.proxy()
         # Both callbacks run, and the slow queue has backed up.
         wait_for(
-            lambda: proxy.callbackCount >= 4 and proxy.quickCallbackCount >= 20,
+            lambda: proxy.schedulerSlowCallbacks >= 3 and proxy.quickCallbackCount >= 20,
             timeout=60,
-            message="the callbacks do not run",
+            message="the callbacks do not run, or no slow callback was counted",
         )
         yield scene
     finally:
@@ -146,7 +148,7 @@ def check_snapshot(diagnostics: dict[str, Any]) -> None:
         f" {slow['callback_mean_ms']:.1f} ms, slow {slow['slow_callbacks']};"
         f" quick: wait p99 {quick['latency']['p99_ms']:.2f} ms"
     )
-    # Each slow callback sleeps 250 ms, and its events queue up behind it.
+    # Each slow callback sleeps 500 ms, and its events queue up behind it.
     assert slow["callback_mean_ms"] >= SLOW_MS
     assert slow["callback_max_ms"] >= SLOW_MS
     assert slow["latency"]["p99_ms"] >= SLOW_MS
@@ -242,16 +244,24 @@ def test_tango_attributes_types_values_and_change_events(scene: Scene) -> None:
 
     def record(event: Any) -> None:
         if not event.err:
+            value = event.attr_value.value
+            if hasattr(value, "__len__"):  # a spectrum: hashable, to compare values
+                value = tuple(value)
             with lock:
-                seen[event.attr_value.name.lower().split("/")[-1]].append(event.attr_value.value)
+                seen[event.attr_value.name.lower().split("/")[-1]].append(value)
+
+    def changed() -> bool:
+        with lock:
+            return all(len(set(values)) >= 2 for values in seen.values())
 
     ids = [proxy.subscribe_event(name, CHANGE, record) for name in NEW_ATTRIBUTES]
     try:
-        # The first value, then changes pushed by the device (at most one a second).
+        # The first value, then new values pushed by the device (at most one a second;
+        # PyTango 9.5 may give the first value twice).
         wait_for(
-            lambda: all(len(values) >= 2 for values in seen.values()),
+            changed,
             timeout=30,
-            message=lambda: f"change events: { {k: len(v) for k, v in seen.items()} }",
+            message=lambda: f"change events: {seen}",
         )
     finally:
         for subscription in ids:
@@ -311,7 +321,7 @@ def test_tangogql_reads_and_follows_the_latency_attributes(scene: Scene, tmp_pat
                     item = frame["attributes"]
                     values.setdefault(item["attribute"].lower(), []).append(item["value"])
                 slow = values.get("schedulerslowcallbacks", [])
-                if len(slow) >= 2 and "schedulermaxlatency" in values:
+                if len(set(slow)) >= 2 and "schedulermaxlatency" in values:
                     break
         print(f"TangoGQL subscription: {values}")
         slow = [int(v) for v in values.get("schedulerslowcallbacks", [])]
