@@ -9,6 +9,10 @@ recover once the property is fixed and ``Init`` sent again.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -89,6 +93,22 @@ def test_bad_properties_at_start_up_fault_only_their_device(
         assert prop in error_text(info.value), key
     callbacks_flowing(good_device)
     assert process.running
+    # The terminal view says why too.
+    prop, value = BAD_SETTINGS["zero"]
+    top = subprocess.run(
+        [sys.executable, "-m", "ska_tango_scheduler.top", "--once", "--json", bad["zero"], good],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TANGO_HOST=tango_database.tango_host),
+        timeout=120,
+        check=False,
+    )
+    assert top.returncode == 1, top.stderr
+    faulty, working = json.loads(top.stdout)["devices"]
+    assert not faulty["ok"] and working["ok"]
+    assert (
+        f"{prop} = {value!r}" in faulty["error"] and "SKA_SchedulerConfiguration" in faulty["error"]
+    )
 
 
 def test_init_with_a_bad_property_fails_clearly_and_fixing_it_recovers(
