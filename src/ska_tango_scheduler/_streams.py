@@ -39,7 +39,13 @@ import tango
 
 from . import _compat
 from ._backoff import BackoffPolicy, BackoffState
-from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger, run_callbacks
+from ._dispatch import (
+    CallbackRegistration,
+    Dispatcher,
+    RateLimitedLogger,
+    report_slow,
+    run_callbacks,
+)
 from ._executor import SerialExecutor, TimerHandle
 from ._queues import Counters, EventQueue
 from ._trl import DeviceKey
@@ -170,6 +176,8 @@ class EventStream:
         self.name = f"{key.device.attribute_trl(key.attribute)}#{key.event_type.name}"
         self.counters = Counters()
         self.registrations: tuple[CallbackRegistration, ...] = ()
+        # The registrations of the delivery in progress (worker threads only).
+        self._delivering: tuple[CallbackRegistration, ...] = ()
         self.pinned = False
         self.closed = False
         self.waiters: list[tuple[Future[Any], Any]] = []
@@ -217,24 +225,49 @@ class EventStream:
     def deliver(self, payload: Any) -> None:
         """Call the stream's callbacks with one event (on a worker thread).
 
+        With several callbacks, each is timed for the slow-callback check;
+        with one, the worker's timing of the whole delivery is enough (see
+        :meth:`slow_delivery`).
+
         Args:
             payload: The event.
         """
+        registrations = self.registrations
+        self._delivering = registrations
         counters = self.counters
+        several = len(registrations) > 1
         slow = counters.slow_callbacks
         failures = run_callbacks(
-            self.registrations,
+            registrations,
             payload,
             counters,
             self.ctx.limited,
             self.name,
-            self.ctx.slow_callback_duration,
+            self.ctx.slow_callback_duration if several else None,
         )
-        slow = counters.slow_callbacks - slow
+        slow = counters.slow_callbacks - slow if several else 0
         if slow:
             self.queue.counters.slow_callbacks += slow
         if failures or slow:
             self.ctx.dispatcher.count_callback_errors(failures, slow)
+
+    def slow_delivery(self, took: float) -> None:
+        """Count a delivery that took ``took`` seconds, more than the threshold (worker).
+
+        Called by the dispatcher after :meth:`deliver`. A delivery to one
+        callback is that callback's duration; with several, :meth:`deliver`
+        timed each one already.
+
+        Args:
+            took: Seconds the delivery took.
+        """
+        registrations = self._delivering
+        limit = self.ctx.slow_callback_duration
+        if len(registrations) != 1 or limit is None:
+            return
+        report_slow(registrations[0], took, limit, self.counters, self.ctx.limited, self.name)
+        self.queue.counters.slow_callbacks += 1
+        self.ctx.dispatcher.count_callback_errors(0, 1)
 
     # -- connector thread ----------------------------------------------------
 

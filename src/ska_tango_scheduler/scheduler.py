@@ -132,7 +132,11 @@ class CallbackScheduler:
         self._wait_for_subscription = bool(wait_for_subscription)
         self._lock = threading.Lock()
         self._dispatcher = Dispatcher(
-            thread_count, self._name, self._logger, thread_context=tango.EnsureOmniThread
+            thread_count,
+            self._name,
+            self._logger,
+            thread_context=tango.EnsureOmniThread,
+            slow_after=slow_after,
         )
         executor = SerialExecutor(
             f"{self._name}.connector", self._logger, thread_context=tango.EnsureOmniThread
