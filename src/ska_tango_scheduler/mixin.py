@@ -31,14 +31,13 @@ What the mixin adds:
 Configuration, per class (class attributes) or per device (device
 properties, which win when set):
 
-===============================  ==========================  ==========================
-what                             class attribute             device property
-===============================  ==========================  ==========================
-worker threads                   ``scheduler_thread_count``  ``SchedulerThreadCount``
-scheduler (and thread) name      ``scheduler_name``          ``SchedulerName``
-slow-callback threshold (s)      ``scheduler_slow_callback_  ``SchedulerSlowCallback
-                                 duration``                  Duration``
-===============================  ==========================  ==========================
+====================  ====================================  =================================
+what                  class attribute                       device property
+====================  ====================================  =================================
+worker threads        ``scheduler_thread_count``            ``SchedulerThreadCount``
+scheduler name        ``scheduler_name``                    ``SchedulerName``
+slow callbacks (s)    ``scheduler_slow_callback_duration``  ``SchedulerSlowCallbackDuration``
+====================  ====================================  =================================
 
 A bad value (a thread count below 1 or not a number, a blank name, a
 negative threshold) puts the device in FAULT, with a status naming the
