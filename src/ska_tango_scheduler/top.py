@@ -23,7 +23,7 @@ and is shown as soon as it answers. Ctrl-C (or SIGTERM) unsubscribes, stops
 the scheduler's threads and exits with status 0.
 
 ``--once`` reads each device once and exits: status 0 when every device
-answered, 1 otherwise. ``--json`` prints JSON instead of text: with
+answered, 1 otherwise (130 when interrupted). ``--json`` prints JSON instead of text: with
 ``--once`` one object, ``{"devices": [...]}``; live, one such object per
 line whenever a device reports a change. Each device entry holds
 ``device``, ``ok``, ``error`` (text, or null), ``updated`` (Unix time of the
@@ -81,6 +81,7 @@ DIAGNOSTICS_ATTRIBUTE = "schedulerDiagnostics"
 
 _EXIT_OK = 0
 _EXIT_UNANSWERED = 1
+_EXIT_INTERRUPTED = 130  # like a shell: 128 + SIGINT
 
 _T = TypeVar("_T")
 
@@ -319,16 +320,21 @@ class _Follower:
             logger=quiet,
             wait_for_subscription=False,
         )
-        for device in devices:
-            try:
-                self._scheduler.register_event_callback(
-                    device,
-                    DIAGNOSTICS_ATTRIBUTE,
-                    tango.EventType.CHANGE_EVENT,
-                    functools.partial(self._on_event, device),
-                )
-            except (TypeError, ValueError, tango.DevFailed) as exc:
-                self._reports[device] = DeviceReport(device, f"cannot follow it: {exc}")
+        try:
+            for device in devices:
+                try:
+                    self._scheduler.register_event_callback(
+                        device,
+                        DIAGNOSTICS_ATTRIBUTE,
+                        tango.EventType.CHANGE_EVENT,
+                        functools.partial(self._on_event, device),
+                    )
+                except (TypeError, ValueError, tango.DevFailed) as exc:
+                    self._reports[device] = DeviceReport(device, f"cannot follow it: {exc}")
+        except BaseException:
+            # Interrupted while registering: leave no thread behind.
+            self._scheduler.shutdown(timeout=5.0)
+            raise
 
     def _on_event(self, device: str, event: Any) -> None:
         if event.err:
@@ -367,7 +373,9 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def _live(args: argparse.Namespace, out: TextIO) -> int:
     interactive = out.isatty() and not args.json
     view = LiveView(out, interactive=interactive, interval=args.interval)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     follower: _Follower | None = None
     try:
         follower = _Follower(args.devices)
@@ -391,8 +399,10 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
     except (KeyboardInterrupt, _Quit):
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if in_main_thread:
+            # Clean up without being cut short by a second Ctrl-C.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if follower is not None:
             follower.close()
         view.finish()
@@ -445,7 +455,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = sys.stdout
     if not args.once:
         return _live(args, out)
-    reports = [read_report(device, args.timeout) for device in args.devices]
+    try:
+        reports = [read_report(device, args.timeout) for device in args.devices]
+    except KeyboardInterrupt:
+        return _EXIT_INTERRUPTED
     if args.json:
         out.write(json.dumps(report_json(reports), indent=2, sort_keys=True) + "\n")
     else:
