@@ -18,10 +18,12 @@ from ska_tango_scheduler.testing import (
     event_source_process,
 )
 
-__all__ = ["SOURCE_DEVICE", "Bed", "ClientFailedError", "ClientHandle"]
+__all__ = ["FARM_DEVICES", "SOURCE_DEVICE", "Bed", "ClientFailedError", "ClientHandle"]
 
 #: The EventSource device every flooding benchmark talks to.
 SOURCE_DEVICE = "bench/source/1"
+#: Devices per server of :meth:`Bed.farm`.
+FARM_DEVICES = 5
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -145,12 +147,11 @@ class Bed:
         self._servers.append(server)
         return server
 
-    def farm(self, servers: int, devices: int) -> list[list[str]]:
-        """Start (once) ``servers`` more ``EventSource`` servers of ``devices`` devices each.
+    def farm(self, servers: int) -> list[list[str]]:
+        """Start (once) ``servers`` more ``EventSource`` servers of :data:`FARM_DEVICES` devices.
 
         Args:
             servers: How many server processes are wanted.
-            devices: Devices per server (the first call decides).
 
         Returns:
             The TRLs of the devices, per server; the servers of an earlier
@@ -158,7 +159,7 @@ class Bed:
         """
         while len(self._farm) < servers:
             index = len(self._farm)
-            names = [f"bench/farm{index}/{d}" for d in range(devices)]
+            names = [f"bench/farm{index}/{d}" for d in range(FARM_DEVICES)]
             server = self.server(f"farm{index}", names)
             server.start()
             self._farm.append([self.trl(name) for name in names])

@@ -152,7 +152,7 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
         label = side_label(side)
         stats = pooled(side)
         per_run = [r["quiet_latency_ms"]["p99"] for r in runs[side]]
-        worst = max((p for p in per_run if p is not None), default=None)
+        worst = _worst(per_run)
         limit = targets.get(base)
         met = None if limit is None or worst is None else worst < limit
         reference = plain if base == "scheduler-sleep" else {"p50": None, "max": None}
@@ -173,7 +173,7 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
                 "isolation",
                 f"quiet stream p99, worst of {len(per_run)} run(s), {titles[base]}{label}",
                 "ms",
-                max(r["quiet_latency_ms"]["p99"] or 0.0 for r in runs["plain-sleep"])
+                _worst([r["quiet_latency_ms"]["p99"] for r in runs["plain-sleep"]])
                 if base == "scheduler-sleep"
                 else None,
                 worst,
@@ -215,6 +215,12 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
         rows,
         details={"config": config, "runs": runs},
     )
+
+
+def _worst(values: list[float | None]) -> float | None:
+    """The largest value, None if there is none."""
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
 
 
 def plot(result: BenchResult, directory: Path, plt: Any) -> list[str]:

@@ -11,6 +11,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -35,12 +36,12 @@ FULL: dict[str, dict[str, Any]] = {
         "servers": 3,
         "count": 10_000,
         "repeats": 3,
-        "rates": [1000.0, 2000.0, 3000.0, 4000.0, 6000.0],
-        "seconds": 3.0,
+        "rates": [4000.0, 8000.0, 12000.0, 16000.0],
+        "seconds": 2.0,
     },
     "streams": {"devices": 25, "servers": 5, "pushes": 200, "repeats": 2},
     "isolation": {"burst": 200, "quiet_hz": 20.0, "quiet_s": 2.0, "callback_s": 0.05, "repeats": 3},
-    "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 60.0},
+    "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 30.0},
     "startup": {"repeats": 5, "down_s": 3.0},
     "lrc": {"commands": 100, "quiet_hz": 50.0},
 }
@@ -52,8 +53,8 @@ QUICK: dict[str, dict[str, Any]] = {
         "servers": 3,
         "count": 5_000,
         "repeats": 1,
-        "rates": [2000.0, 4000.0],
-        "seconds": 2.0,
+        "rates": [6000.0, 12000.0],
+        "seconds": 1.5,
     },
     "streams": {"devices": 25, "servers": 5, "pushes": 100, "repeats": 1},
     "isolation": {"burst": 100, "quiet_hz": 20.0, "quiet_s": 1.0, "callback_s": 0.05, "repeats": 1},
@@ -94,6 +95,24 @@ def _git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("+changes" if dirty else "")
+
+
+def _describe_baseline(src: Path | None) -> str | None:
+    """Name the baseline revision: its git revision, else its path."""
+    if src is None:
+        return None
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return str(src)
+    return f"revision {rev} ({src})"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -172,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     env["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     env["git"] = _git_revision()
     env["mode"] = "quick" if args.quick else "full"
-    env["baseline"] = str(args.baseline) if args.baseline else None
+    env["baseline"] = _describe_baseline(args.baseline)
     results: list[BenchResult] = []
     crashed = False
     tango_names = [name for name in selected if name in _TANGO_BENCHMARKS]
@@ -203,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
 def _one(name: str, job: Callable[[], BenchResult]) -> BenchResult:
     print(f"== {name}", flush=True)
     started = time.monotonic()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     try:
         result = job()
     except Exception as exc:  # noqa: BLE001 - reported, the other benchmarks go on
         traceback.print_exc()
         result = BenchResult(name, name, skipped=f"crashed: {type(exc).__name__}: {exc}")
     result.seconds = time.monotonic() - started
+    result.details["load_average"] = [load_before, [round(x, 2) for x in os.getloadavg()]]
     print(f"   {name}: {result.seconds:.1f} s", flush=True)
     return result
 

@@ -113,14 +113,14 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
 
     Args:
         bed: The test bed.
-        config: ``servers``, ``devices`` (in all), ``pushes``, ``repeats``.
+        config: ``servers``, ``devices`` (in all, at most ``servers`` times
+            :data:`~benchmarks._bed.FARM_DEVICES`), ``pushes``, ``repeats``.
 
     Returns:
         The result.
     """
     servers, devices = int(config["servers"]), int(config["devices"])
-    farm = bed.farm(servers, devices // servers)
-    trls = [trl for server in farm for trl in server]
+    trls = [trl for server in bed.farm(servers) for trl in server][:devices]
     sides = sides_with_baseline(SIDES, bed)
     runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for _ in range(int(config["repeats"])):

@@ -516,7 +516,8 @@ class Dispatcher:
                 lingered = False
                 if dropped != self._reported_drops.get(queue, 0):
                     self._report_drops(queue, dropped)
-                start = clock() if track else 0.0
+                if track:
+                    busy.since = start = clock()
                 try:
                     sink.deliver(payload)
                 except BaseException:  # noqa: BLE001 - a worker must survive
@@ -525,6 +526,7 @@ class Dispatcher:
                     )
                 end = clock()  # needed for the GIL hand-over below anyway
                 if track:
+                    busy.since = 0.0
                     took = end - start
                     # SampleWindow.add, inlined: this runs once per event.
                     window = sink.counters.window

@@ -210,7 +210,7 @@ class BusyWindow:
         started: Monotonic time the worker started.
     """
 
-    __slots__ = ("_end", "_index", "_slot", "_sums", "_width", "started")
+    __slots__ = ("_end", "_index", "_slot", "_sums", "_width", "since", "started")
 
     def __init__(self, length: float = LENGTH, started: float = 0.0) -> None:
         """Create an empty window."""
@@ -221,6 +221,9 @@ class BusyWindow:
         self._slot = 0
         #: When the worker started; the fraction is over its life if shorter.
         self.started = started
+        #: When the delivery in progress began, 0.0 when none: a callback that
+        #: is still running counts as busy time too.
+        self.since = 0.0
 
     def add(self, now: float, busy: float) -> None:
         """Add busy time that ended at ``now`` (the worker's thread only).
@@ -255,6 +258,9 @@ class BusyWindow:
         total = sum(
             s for s, i in zip(list(self._sums), list(self._index), strict=True) if i >= first
         )
+        since = self.since
+        if since:
+            total += now - max(since, first * self._width)
         span = now - max(first * self._width, self.started)
         if span <= 0:
             return 0.0

@@ -303,10 +303,11 @@ class CallbackScheduler:
         when this is called from any other thread is waited for: this
         returns once it has returned (as Tango's ``unsubscribe_event`` waits
         for a running callback), so do not call it while holding a lock that
-        the callback needs. Called from inside a callback (a worker thread
-        of this scheduler), it does not wait: the callback may unregister
-        itself or others, and a call of the unregistered callback already
-        running on another worker finishes on its own.
+        the callback needs. Called on one of the scheduler's own threads
+        (inside a callback, or in a done-callback of a registration future),
+        it does not wait: a callback may unregister itself or others, and a
+        call of the unregistered callback already running on another worker
+        finishes on its own.
 
         The stream is disconnected when its last callback leaves, unless it
         is pinned by :meth:`connect_event_stream`.
@@ -329,7 +330,7 @@ class CallbackScheduler:
             registration.active = False
             stream.registrations = tuple(r for r in stream.registrations if r is not registration)
             self._release_if_unused(stream)
-        if registration.running and not self._dispatcher.in_worker():
+        if registration.running and not self._on_own_thread():
             registration.wait_until_idle()
 
     # -- persistent streams --------------------------------------------------
@@ -609,6 +610,10 @@ class CallbackScheduler:
         )
 
     # -- internals -----------------------------------------------------------
+
+    def _on_own_thread(self) -> bool:
+        """Tell whether the caller is a worker or the connector of this scheduler."""
+        return self._dispatcher.in_worker() or self._ctx.executor.in_executor()
 
     def _check_running(self) -> None:
         if self._shut_down:

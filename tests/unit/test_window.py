@@ -161,5 +161,14 @@ def test_busy_fraction_of_a_worker_that_always_works() -> None:
     assert busy.fraction(45.0) == 0.0
 
 
+def test_a_running_delivery_counts_as_busy() -> None:
+    busy = BusyWindow(started=0.0)
+    busy.since = 25.0  # a callback running since 25 s
+    assert busy.fraction(30.0) == pytest.approx(5 / 9)  # the window: 21 s to 30 s
+    assert busy.fraction(60.0) == pytest.approx(1.0)
+    busy.since = 0.0
+    assert busy.fraction(60.0) == 0.0
+
+
 def test_window_length_is_the_documented_one() -> None:
     assert diagnostics.LATENCY_WINDOW == LENGTH
