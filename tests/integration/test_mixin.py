@@ -367,3 +367,33 @@ def test_by_class_serial_model_warns_and_does_not_hang(
     print(f"Init under BY_CLASS took {time.monotonic() - start:.2f} s")
     callbacks_flowing(device)
     assert "keeps the device monitor held (serial model BY_CLASS" in process.log_tail(20_000)
+
+
+def test_no_subscription_before_the_server_has_started(
+    device_server_factory: DeviceServerFactory, tango_database: TangoDatabase
+) -> None:
+    # A subscription to a device of the same server made while the server is
+    # starting can be refused by its admin device (API_DServerClassNotInitialised)
+    # and leave the process unable to subscribe to that server again
+    # (API_ZmqFailed, "Invalid argument"). Under heavy load the test above hit
+    # that window by chance; here init_device sleeps 2 s after registering,
+    # keeping the server starting, and no attempt may be made meanwhile.
+    subscriber = unique_device(device_server_factory, "mixstarting")
+    peer = unique_device(device_server_factory, "mixstartingpeer")
+    process = reference_server(
+        device_server_factory,
+        tango_database,
+        {subscriber: {"SourceDevice": peer, "CallbackTakesMonitor": "false", "InitDelay": "2"}},
+        peers=[peer],
+    )
+    device = tango.DeviceProxy(subscriber)
+    source = tango.DeviceProxy(peer)
+    before = device.callbackCount
+
+    def pushed() -> bool:
+        source.Push("myAttr1")
+        return bool(device.callbackCount > before)
+
+    wait_for(pushed, timeout=40, interval=0.2, message="no event from the peer device")
+    assert device.errorEventCount == 0, process.log_tail()
+    assert "cannot connect" not in process.log_tail(20_000)

@@ -35,6 +35,9 @@ server's serial model (``BY_DEVICE`` when unset).
     ``delete_device`` first shuts the scheduler down while holding the
     monitor, without :meth:`~SchedulerMixin.allow_internal_threads`: the
     mistake the mixin exists to avoid.
+``InitDelay`` (double, default 0)
+    Seconds ``init_device`` sleeps after registering its callbacks, keeping
+    the server starting while the scheduler could connect.
 
 The counters of ``SchedulerReference`` survive ``Init``; the diagnostic
 attributes describe the current scheduler only.
@@ -109,6 +112,7 @@ class SchedulerReference(SchedulerMixin, Device):
     CallbackTakesMonitor = device_property(dtype=bool, default_value=True)  # noqa: N815
     CallbackDelay = device_property(dtype=float, default_value=0.0)  # noqa: N815
     NaiveShutdown = device_property(dtype=bool, default_value=False)  # noqa: N815
+    InitDelay = device_property(dtype=float, default_value=0.0)  # noqa: N815
 
     def __init__(self, *args: Any) -> None:
         """Create the counters, then the device (which runs ``init_device``)."""
@@ -133,6 +137,8 @@ class SchedulerReference(SchedulerMixin, Device):
                     tango.EventType.CHANGE_EVENT,
                     self._on_quick_event,
                 )
+        if self.InitDelay > 0:
+            time.sleep(self.InitDelay)
         self.set_state(tango.DevState.ON)
         with self._stats.lock:
             self._stats.inits += 1
