@@ -30,6 +30,7 @@ __all__ = [
     "is_subscription_outcome",
     "make_error_event",
     "proxy_key",
+    "server_starting",
     "subscribe",
     "unsubscribe",
 ]
@@ -62,6 +63,37 @@ _EVENT_NAMES = {
     "DATA_READY_EVENT": "data_ready",
     "ALARM_EVENT": "alarm",
 }
+
+
+_server_started = False
+
+
+def server_starting() -> bool:
+    """Tell whether this process is a device server that has not finished starting.
+
+    While a server starts, its devices and its admin device may already be
+    exported, but the admin device refuses event subscriptions
+    (``API_DServerClassNotInitialised``). A subscription refused that way
+    from inside the same process leaves it unable to subscribe to that
+    server again (every later attempt fails with ``API_ZmqFailed``,
+    "Invalid argument") until the process restarts.
+
+    Returns:
+        True while the process's ``tango.Util`` exists and reports that the
+        server is starting; False in a client process or once the server
+        has started (remembered from then on).
+    """
+    global _server_started  # noqa: PLW0603 - one fact per process
+    if _server_started:
+        return False
+    try:
+        util = tango.Util.instance(False)
+    except tango.DevFailed:
+        return False  # not (yet) a device server
+    if util.is_svr_starting():
+        return True
+    _server_started = True
+    return False
 
 
 def default_tango_host() -> str | None:

@@ -30,6 +30,11 @@ raced that keep-alive: the event channel, still marked lost, was timed out
 and re-subscribed once more a few seconds later, giving every stream of the
 server a second ``API_EventTimeout`` and its current value twice.
 
+Inside a device server, no subscription is made before the server has
+finished starting: its admin device refuses subscriptions until then, and a
+subscription to a device of the same server refused that way leaves the
+process unable to subscribe to that server again until it restarts.
+
 A callback registered on a stream that already exists is first given the
 stream's last delivered event (value or error) through the stream's queue,
 unless an event reached it before that catch-up item came up (then it already
@@ -88,6 +93,9 @@ PERMANENT_REASONS = frozenset(
     }
 )
 SLOW_RETRY = 10.0
+#: Seconds between checks, inside a device server that is still starting,
+#: of whether it has started (no subscription is made before).
+STARTUP_POLL = 0.1
 
 
 @dataclass(frozen=True)
@@ -404,9 +412,17 @@ class EventStream:
     # -- connector thread ----------------------------------------------------
 
     def connect(self) -> None:
-        """Make one attempt to connect (connector thread)."""
+        """Make one attempt to connect (connector thread).
+
+        Inside a device server that has not finished starting, the attempt
+        waits (polling every :data:`STARTUP_POLL` seconds) until it has: see
+        :func:`._compat.server_starting`.
+        """
         self._retry = None
         if self.closed or self.state is StreamState.CONNECTED:
+            return
+        if _compat.server_starting():
+            self._retry = self.ctx.connector.call_later(STARTUP_POLL, self.key.device, self.connect)
             return
         try:
             proxy = self._proxy or self.ctx.proxy_for(self.key.device)

@@ -96,7 +96,9 @@ class CallbackScheduler:
             that the future they return is already done. Pass False where a
             caller must not block, e.g. in ``init_device`` of a device that
             subscribes to itself; the future then completes later, as it
-            does on PyTango >= 10.1.
+            does on PyTango >= 10.1. Inside a device server that has not
+            finished starting there is no wait either: no subscription is
+            made before the server has started.
         slow_callback_duration: Seconds after which a callback counts as
             slow: it is counted (per stream, per queue and in the totals of
             :meth:`diagnostics`) and logged at WARNING, at most once per
@@ -798,7 +800,9 @@ class CallbackScheduler:
             if not (on_caller and connector.run_here(key.device, stream.connect, lane_timeout)):
                 stream.submit(stream.connect)
         if waiter is not None and not _compat.ASYNC_SUBSCRIPTION and self._wait_for_subscription:
-            if not self._ctx.connector.in_pool():
+            # A server that is still starting subscribes only once started:
+            # waiting for that here (in its init_device, say) would only stall.
+            if not self._ctx.connector.in_pool() and not _compat.server_starting():
                 concurrent.futures.wait([waiter], timeout=_SYNC_REGISTER_WAIT)
 
     def _make_queue(self, queue_factory: QueueFactory | None, key: StreamKey) -> EventQueue:
