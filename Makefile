@@ -27,7 +27,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 VENV_STAMP := $(VENV)/.installed-pytango-$(PYTANGO_NEW)
 VENV_OLD_STAMP := $(VENV_OLD)/.installed-pytango-$(PYTANGO_OLD)
-SOURCES := src tests benchmarks
+SOURCES := src tests benchmarks tools
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.installed-bench
 
