@@ -213,8 +213,13 @@ class EventStream:
 
     # -- connector thread ----------------------------------------------------
 
-    def connect(self) -> None:
-        """Make one attempt to connect (connector thread)."""
+    def connect(self, synchronous: bool = False) -> None:
+        """Make one attempt to connect (connector thread).
+
+        Args:
+            synchronous: Subscribe synchronously, whatever the PyTango version (see
+                :meth:`connect_on_calling_thread`).
+        """
         self._retry = None
         if self.closed or self.state is StreamState.CONNECTED:
             return
@@ -231,13 +236,33 @@ class EventStream:
         self.state = StreamState.CONNECTING
         self.ctx.subscribe_calls += 1
         try:
-            subscription = _compat.subscribe(proxy, self.attribute, self.key.event_type, callback)
+            subscription = _compat.subscribe(
+                proxy, self.attribute, self.key.event_type, callback, synchronous=synchronous
+            )
         except Exception as exc:  # noqa: BLE001 - reported to the callbacks
             self._failed(_compat.errors_of(exc), synthetic=True)
             return
         self._subscription = subscription
-        if not _compat.ASYNC_SUBSCRIPTION:
+        if synchronous or not _compat.ASYNC_SUBSCRIPTION:
             self._connected()
+
+    def connect_on_calling_thread(self) -> None:
+        """First attempt of a new stream, made synchronously on the calling thread.
+
+        Private hook for a caller that may hold the device's monitor (see
+        ``scheduler._connecting_on_calling_thread``). Uses a proxy of its own, so that
+        it never subscribes on a proxy the connector thread is using. Nothing else
+        knows the stream's subscription yet; should the stream have been released
+        meanwhile, closing is handed to the connector thread.
+        """
+        try:
+            self._proxy = _compat.create_proxy(self.key.device)
+        except Exception as exc:  # noqa: BLE001 - reported to the callbacks
+            self._failed(_compat.errors_of(exc), synthetic=True)
+            return
+        self.connect(synchronous=True)
+        if self.closed:
+            self.ctx.executor.submit(self.close)
 
     def close(self, error: BaseException | None = None) -> None:
         """Cancel retries and the Tango subscription (connector thread).
@@ -285,6 +310,8 @@ class EventStream:
     def _on_outcome(self, generation: int, event: Any) -> None:
         if self.closed or generation != self._generation:
             return
+        if self.state is StreamState.CONNECTED and not event.err:
+            return  # a synchronous subscription's first event: connected already
         if event.err:
             self._failed(tuple(event.errors), synthetic=False)
         else:

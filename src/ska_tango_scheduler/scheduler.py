@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, NewType
 
@@ -48,6 +49,35 @@ _callback_numbers = itertools.count(1)
 _SYNC_REGISTER_WAIT = 30.0
 # How long shutdown waits for Tango to take back the subscriptions.
 _UNSUBSCRIBE_WAIT = 5.0
+
+
+# Private hook (see _connecting_on_calling_thread): per thread, whether new streams
+# subscribe on the calling thread.
+_on_calling_thread = threading.local()
+
+
+@contextlib.contextmanager
+def _connecting_on_calling_thread(active: bool = True) -> Iterator[None]:
+    """Private: streams created in this block connect on the calling thread.
+
+    For a caller that may hold the device's monitor (a device subscribing to itself
+    from one of its commands): the connector thread would wait for that monitor while
+    the caller waits for the connector. The first subscription attempt is then made
+    synchronously by the caller, through a proxy of its own; retries, unsubscription
+    and everything else stay on the connector thread.
+
+    Args:
+        active: False makes the block do nothing (for callers deciding at run time).
+
+    Yields:
+        Nothing.
+    """
+    previous = getattr(_on_calling_thread, "active", False)
+    _on_calling_thread.active = active
+    try:
+        yield
+    finally:
+        _on_calling_thread.active = previous
 
 
 class SchedulerShutdownError(RuntimeError):
@@ -560,7 +590,9 @@ class CallbackScheduler:
                 self._queue_users.setdefault(queue, set()).add(stream)
             waiting = bind(stream)
             waiter = stream.waiters[-1][0] if waiting else None
-        if created:
+        if created and getattr(_on_calling_thread, "active", False):
+            stream.connect_on_calling_thread()
+        elif created:
             self._ctx.executor.submit(stream.connect)
         if waiter is not None and not _compat.ASYNC_SUBSCRIPTION and self._wait_for_subscription:
             if not self._ctx.executor.in_executor():

@@ -940,7 +940,7 @@ def test_module_scheduler_is_a_lazy_singleton() -> None:
     assert not second.is_shutdown
 
 
-# --------------------------------------------------------------------------- ska-tango-base's meaning
+# --------------------------------------------------------------------------- ska-tango-base
 
 
 def test_command_args_tuple_is_unpacked(proxy: FakeProxy, sched: FakeScheduler) -> None:
@@ -961,9 +961,7 @@ def test_command_args_tuple_is_unpacked(proxy: FakeProxy, sched: FakeScheduler) 
         ([1, 2],),
         callback_scheduler=cast(CallbackScheduler, sched),
     )
-    invoke_lrc(
-        Recorder(), cast(tango.DeviceProxy, proxy), "Do", (), callback_scheduler=sched
-    )
+    invoke_lrc(Recorder(), cast(tango.DeviceProxy, proxy), "Do", (), callback_scheduler=sched)
     assert proxy.command_calls[1:] == [("Do", ([1, 2],)), ("Do", ())]
     subs.unsubscribe_lrc_events()
 
@@ -975,9 +973,7 @@ def test_command_args_that_is_not_a_tuple_is_refused(
     """A bare value is a TypeError that shows the tuple form, before anything happens."""
     proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
     with pytest.raises(TypeError, match=r"command_args=\(") as info:
-        invoke_lrc(
-            Recorder(), cast(tango.DeviceProxy, proxy), "Do", bad, callback_scheduler=sched
-        )
+        invoke_lrc(Recorder(), cast(tango.DeviceProxy, proxy), "Do", bad, callback_scheduler=sched)
     assert repr(bad) in str(info.value)
     assert proxy.queried == 0
     assert proxy.command_calls == []
@@ -1018,9 +1014,7 @@ def test_dropped_handle_stops_callbacks_and_releases(
     """Once the handle is garbage, no call is made and the callbacks are unregistered."""
     proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
     recorder = Recorder()
-    subs = invoke_lrc(
-        recorder, cast(tango.DeviceProxy, proxy), "Do", callback_scheduler=sched
-    )
+    subs = invoke_lrc(recorder, cast(tango.DeviceProxy, proxy), "Do", callback_scheduler=sched)
     settle(subs)
     sched.push(V2, v2("id", status=1))
     assert recorder.calls == [{"status": TaskStatus.QUEUED}]
