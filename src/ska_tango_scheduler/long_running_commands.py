@@ -121,7 +121,7 @@ CHECK_INTERVAL_MAX = 10.0
 After that the device is asked for the command's status (see :func:`invoke_lrc`); the
 interval starts at :data:`_CHECK_INTERVAL_MIN` and doubles while nothing is heard.
 """
-_CHECK_INTERVAL_MIN = 0.5
+_CHECK_INTERVAL_MIN = 1.0
 # How often a device in trouble is asked again.
 _TROUBLE_INTERVAL = 1.0
 _CHECK_THREADS = 4
