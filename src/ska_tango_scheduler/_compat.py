@@ -25,6 +25,8 @@ __all__ = [
     "describe_errors",
     "errors_of",
     "event_reason",
+    "host_not_answering",
+    "is_synchronous",
     "is_subscription_outcome",
     "make_error_event",
     "proxy_key",
@@ -87,6 +89,41 @@ def proxy_key(proxy: tango.DeviceProxy) -> DeviceKey:
             host, port = split_tango_host(default_tango_host())
         return DeviceKey(host.lower(), port, name, True)
     return DeviceKey(proxy.get_dev_host().lower(), int(proxy.get_dev_port()), name, False)
+
+
+def is_synchronous(proxy: tango.DeviceProxy) -> bool:
+    """Tell whether a proxy's calls return results (not futures or coroutines).
+
+    Args:
+        proxy: A device proxy.
+
+    Returns:
+        True for the synchronous green mode.
+    """
+    try:
+        mode = proxy.get_green_mode()
+    except Exception:  # noqa: BLE001 - a proxy without green modes is synchronous
+        return True
+    return bool(mode == tango.GreenMode.Synchronous)
+
+
+def host_not_answering(key: DeviceKey, problem: str) -> tango.DevFailed:
+    """Make the error of a device whose Tango host does not answer.
+
+    Args:
+        key: The device.
+        problem: What the host check found.
+
+    Returns:
+        A ``DevFailed`` with reason ``API_CantConnectToDatabase`` (or
+        ``API_CantConnectToDevice`` for a device named without a database).
+    """
+    err = tango.DevError()
+    err.reason = "API_CantConnectToDatabase" if key.dbase else "API_CantConnectToDevice"
+    err.desc = f"Cannot reach {key.trl}: {problem}"
+    err.origin = "ska_tango_scheduler"
+    err.severity = tango.ErrSeverity.ERR
+    return tango.DevFailed(err)
 
 
 def create_proxy(key: DeviceKey) -> tango.DeviceProxy:

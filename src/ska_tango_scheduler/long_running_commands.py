@@ -24,7 +24,9 @@ from __future__ import annotations
 import atexit
 import collections
 import concurrent.futures
+import heapq
 import inspect
+import itertools
 import json
 import logging
 import queue
@@ -37,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import tango
 
 from . import _compat
-from ._executor import SerialExecutor
 from ._queues import EventQueue
 from .control_model import (
     ACCEPTED_RESULT_CODES,
@@ -617,26 +618,51 @@ def _start_reaper() -> None:
 
 
 class _Watchdog:
-    """Runs the status checks of every invocation: a timer and a few worker threads."""
+    """Runs the status checks of every invocation: a timer thread and a few workers.
+
+    The timer only hands due checks to the workers, which may wait on Tango; a
+    device that does not answer therefore delays no other invocation's timing.
+    """
 
     def __init__(self) -> None:
-        self._timer = SerialExecutor("lrc-checks-timer", _LOGGER)
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._numbers = itertools.count()
+        self._closed = False
         self._pool = concurrent.futures.ThreadPoolExecutor(
             _CHECK_THREADS, thread_name_prefix="lrc-check"
         )
+        self._thread = threading.Thread(target=self._run, name="lrc-check-timer", daemon=True)
+        self._thread.start()
 
     def later(self, delay: float, job: Callable[[], None]) -> None:
-        def hand_over() -> None:
+        with self._cond:
+            if self._closed:
+                return
+            due = time.monotonic() + max(0.0, delay)
+            heapq.heappush(self._heap, (due, next(self._numbers), job))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._closed:
+                    return
+                _, _, job = heapq.heappop(self._heap)
             try:
                 self._pool.submit(_in_omni_thread, job)
             except RuntimeError:  # shut down at exit
-                pass
-
-        self._timer.call_later(delay, hand_over)
-
-    def close(self) -> None:
-        self._timer.close((), 1.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+                return
 
 
 _watchdog: _Watchdog | None = None
@@ -654,19 +680,23 @@ def _get_watchdog() -> _Watchdog:
 
 def _in_omni_thread(job: Callable[[], None]) -> None:
     with tango.EnsureOmniThread():
-        job()
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - a bug here must not go unseen
+            _LOGGER.exception("LRC status check %r failed", job)
 
 
 # An update as kept by an invocation: the stream kind and the strings or errors it carried.
 _Item = tuple[str, tuple[Any, ...]]
 
 # How far on in its life a command is; a status from a check is passed on only if further.
-_RANKS = {
-    TaskStatus.STAGING: 0,
-    TaskStatus.QUEUED: 1,
-    TaskStatus.IN_PROGRESS: 2,
-    **dict.fromkeys(TERMINAL_STATUSES, 3),
-}
+_RANKS = {"STAGING": 0, "QUEUED": 1, "IN_PROGRESS": 2}
+
+
+def _rank(status: Any) -> int:
+    if isinstance(status, TaskStatus) and status in TERMINAL_STATUSES:
+        return 3
+    return _RANKS.get(str(getattr(status, "name", "")), -1)
 
 
 class _Invocation:
@@ -1111,7 +1141,7 @@ class _Invocation:
             self._emit({"status": status})
             self._closed = True
             return
-        rank = _RANKS.get(status, -1)
+        rank = _rank(status)
         if rank <= self._rank:
             return
         self._note_rank(status)
@@ -1132,7 +1162,7 @@ class _Invocation:
         self._closed = True
 
     def _note_rank(self, status: Any) -> None:
-        self._rank = max(self._rank, _RANKS.get(status, -1))
+        self._rank = max(self._rank, _rank(status))
 
     def _status(self, raw: Any) -> TaskStatus | Any:
         try:
