@@ -665,9 +665,9 @@ def test_invoke_lrc_with_an_unknown_trl(sched: CallbackScheduler) -> None:
 def test_dropped_handle_stops_the_callbacks(device: str, sched: CallbackScheduler) -> None:
     """Dropping the handle at once: the callback hears little or nothing, and is released."""
     recorder = LrcRecorder()
-    invoke_lrc(recorder, tango.DeviceProxy(device), "Slow", (2.0,), callback_scheduler=sched)
+    invoke_lrc(recorder, tango.DeviceProxy(device), "Slow", (1.0,), callback_scheduler=sched)
     wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
-    time.sleep(3.0)  # the command ends on the device meanwhile
+    time.sleep(1.5)  # the command ends on the device meanwhile
     assert TaskStatus.COMPLETED not in recorder.statuses(), recorder.calls
 
 
