@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -1075,3 +1079,45 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
+
+
+def test_exceptions_are_ska_tango_base_ones_when_it_is_importable(tmp_path: Path) -> None:
+    """With a (stand-in) ska_tango_base importable, its except clauses catch ours."""
+    package = tmp_path / "ska_tango_base"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "faults.py").write_text(
+        "class CommandError(RuntimeError):\n    pass\n\n\n"
+        "class ResultCodeError(ValueError):\n    pass\n"
+    )
+    probe = (
+        "from ska_tango_base import faults\n"
+        "from ska_tango_scheduler import long_running_commands as lrc\n"
+        "try:\n"
+        "    raise lrc.CommandError('rejected')\n"
+        "except faults.CommandError:\n"
+        "    pass\n"
+        "try:\n"
+        "    raise lrc.ResultCodeError('odd code')\n"
+        "except faults.ResultCodeError:\n"
+        "    pass\n"
+        "assert issubclass(lrc.CommandError, RuntimeError)\n"
+        "assert issubclass(lrc.ResultCodeError, ValueError)\n"
+        "print('caught')\n"
+    )
+    env = dict(os.environ)
+    package_root = str(Path(lrc.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path), package_root, *filter(None, [env.get("PYTHONPATH")])]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "caught"
