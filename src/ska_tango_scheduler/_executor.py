@@ -91,16 +91,15 @@ class ConnectorPool:
         self._idle = 0
         self._closing = False
         self._timer_thread: threading.Thread | None = None
-        self._notifier = _Notifier(f"{name}.futures", logger)
         _live_pools.add(self)
 
     # -- introspection --------------------------------------------------------
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
-        """The pool's threads started so far (connectors, timer, notifier)."""
+        """The pool's threads started so far (connectors and timer)."""
         with self._cond:
-            extra = [t for t in (self._timer_thread, self._notifier.thread) if t is not None]
+            extra = [self._timer_thread] if self._timer_thread is not None else []
             return (*self._threads, *extra)
 
     def in_pool(self) -> bool:
@@ -201,15 +200,22 @@ class ConnectorPool:
         return True
 
     def notify(self, job: Callable[[], None]) -> None:
-        """Run ``job`` on the pool's notifier thread (never on a connector).
+        """Run ``job`` on a short-lived thread of its own (never on a connector).
 
-        Used to complete futures, whose done-callbacks are user code that
-        must not stall connects.
+        Used to complete futures that have done-callbacks: user code that
+        must stall neither connects nor the completion of other futures.
 
         Args:
             job: The callable.
         """
-        self._notifier.submit(job)
+
+        def run() -> None:
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - nothing above to report to
+                self._logger.exception("Scheduler notification %r failed", job)
+
+        threading.Thread(target=run, name=f"{self._name}.futures", daemon=True).start()
 
     # -- closing ----------------------------------------------------------------
 
@@ -247,7 +253,9 @@ class ConnectorPool:
             if thread is current:
                 continue
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        self._notifier.close()
+        timer = self._timer_thread
+        if timer is not None and timer is not current:
+            timer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in threads if t is not current)
 
     def abandon(self) -> None:
@@ -261,7 +269,6 @@ class ConnectorPool:
             self._ready.clear()
             self._closing = True
             self._cond.notify_all()
-        self._notifier.close()
 
     # -- internals (lock held) --------------------------------------------------
 
@@ -347,53 +354,6 @@ class ConnectorPool:
             job()
         except Exception:  # noqa: BLE001 - keep the thread alive
             self._logger.exception("Scheduler job %r failed", job)
-
-
-class _Notifier:
-    """One daemon thread that runs jobs in order, started on first use."""
-
-    def __init__(self, name: str, logger: logging.Logger) -> None:
-        self._name = name
-        self._logger = logger
-        self._cond = threading.Condition(threading.Lock())
-        self._jobs: deque[Callable[[], None]] = deque()
-        self._closing = False
-        self.thread: threading.Thread | None = None
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._cond:
-            if self._closing:
-                run_now = True
-            else:
-                run_now = False
-                self._jobs.append(job)
-                if self.thread is None:
-                    self.thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                    self.thread.start()
-                self._cond.notify()
-        if run_now:  # after close: the caller completes the futures itself
-            self._run_one(job)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._jobs and not self._closing:
-                    self._cond.wait()
-                if not self._jobs:
-                    return
-                job = self._jobs.popleft()
-            self._run_one(job)
-
-    def _run_one(self, job: Callable[[], None]) -> None:
-        try:
-            job()
-        except Exception:  # noqa: BLE001 - keep the thread alive
-            self._logger.exception("Scheduler notification %r failed", job)
 
 
 _live_pools: weakref.WeakSet[ConnectorPool] = weakref.WeakSet()

@@ -23,6 +23,8 @@ import weakref
 __all__ = ["HostProbe"]
 
 _OBJECT_KEY = b"database"
+# Seconds a failed check is reused by the callers that come right after it.
+_FAILURE_REUSE = 1.0
 
 
 def _locate_request(request_id: int) -> bytes:
@@ -45,7 +47,8 @@ class HostProbe:
         self.remember = remember
         self._lock = threading.Lock()
         self._answered: dict[tuple[str, int], float] = {}
-        self._host_locks: dict[tuple[str, int], threading.Lock] = {}
+        self._failed: dict[tuple[str, int], tuple[float, str]] = {}
+        self._in_flight: dict[tuple[str, int], threading.Event] = {}
         self._open: set[socket.socket] = set()
         self._closed = False
         _live_probes.add(self)
@@ -53,8 +56,10 @@ class HostProbe:
     def check(self, host: str, port: int) -> str | None:
         """Tell whether a host answers.
 
-        Only one check of a host runs at a time; the others wait for it and
-        use its outcome if it succeeded.
+        Only one check of a host runs at a time; callers that come meanwhile
+        wait for it and share its outcome, and a failure is reused for a
+        second, so that the many devices of one hung database cost one
+        bounded wait, not one each in turn.
 
         Args:
             host: Host name or address.
@@ -64,21 +69,33 @@ class HostProbe:
             None if the host answered (now or recently), else why not.
         """
         address = (host, port)
-        with self._lock:
-            if self._closed:
-                return "the scheduler is shutting down"
-            if self._fresh(address):
-                return None
-            host_lock = self._host_locks.setdefault(address, threading.Lock())
-        with host_lock:
+        while True:
             with self._lock:
-                if self._fresh(address):
-                    return None
+                if self._closed:
+                    return "the scheduler is shutting down"
+                known = self._known(address)
+                if not isinstance(known, bool):
+                    return known
+                running = self._in_flight.get(address)
+                if running is None:
+                    running = self._in_flight[address] = threading.Event()
+                    break
+            running.wait(self.timeout + 1.0)
+        try:
             error = self._ask(host, port)
+        finally:
+            with self._lock:
+                del self._in_flight[address]
+        with self._lock:
+            now = time.monotonic()
             if error is None:
-                with self._lock:
-                    self._answered[address] = time.monotonic()
-            return error
+                self._answered[address] = now
+                self._failed.pop(address, None)
+            else:
+                self._failed[address] = (now, error)
+                self._answered.pop(address, None)
+        running.set()
+        return error
 
     def forget(self, host: str, port: int) -> None:
         """Ask the host again next time (after a failure seen through Tango).
@@ -89,6 +106,7 @@ class HostProbe:
         """
         with self._lock:
             self._answered.pop((host, port), None)
+            self._failed.pop((host, port), None)
 
     def close(self) -> None:
         """Interrupt the checks in progress and refuse new ones."""
@@ -99,9 +117,16 @@ class HostProbe:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _fresh(self, address: tuple[str, int]) -> bool:
+    def _known(self, address: tuple[str, int]) -> str | None | bool:  # False: ask
+        """None: answered recently; text: failed just now; False: ask."""
+        now = time.monotonic()
         when = self._answered.get(address)
-        return when is not None and time.monotonic() - when < self.remember
+        if when is not None and now - when < self.remember:
+            return None
+        failed = self._failed.get(address)
+        if failed is not None and now - failed[0] < _FAILURE_REUSE:
+            return failed[1]
+        return False
 
     def _ask(self, host: str, port: int) -> str | None:
         where = f"{host}:{port}"

@@ -420,8 +420,12 @@ class EventStream:
                 else:
                     future.set_exception(error)
 
-        # Done-callbacks are user code: never on a connector thread.
-        self.ctx.connector.notify(complete)
+        # Done-callbacks are user code: never on a connector thread. Futures
+        # without any (the usual case: the caller waits on result()) complete here.
+        if any(getattr(f, "_done_callbacks", True) for f, _ in waiters):
+            self.ctx.connector.notify(complete)
+        else:
+            complete()
 
     def _unsubscribe(self) -> None:
         subscription, self._subscription = self._subscription, None

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -79,7 +80,8 @@ def test_hung_hosts_do_not_delay_a_healthy_registration(
 ) -> None:
     # Each attempt on the silent host is bounded far beyond this test, so the
     # healthy stream must connect while all five are still in flight.
-    sched = _scheduler(name="hung", attempt_timeout=120.0)
+    # PyTango < 10.1: register_event_callback would wait for each hung subscription.
+    sched = _scheduler(name="hung", attempt_timeout=120.0, wait_for_subscription=False)
     try:
         hung = [
             sched.register_event_callback(silent.trl(f"hung/dev/{i}"), "state", CHANGE, print)
@@ -111,7 +113,7 @@ def test_invoke_lrc_unaffected_by_hung_hosts(
     )
     proxy = tango.DeviceProxy(server.trls[0])
     shared = module_callback_scheduler()
-    own = _scheduler(name="lrc-hung", attempt_timeout=120.0)
+    own = _scheduler(name="lrc-hung", attempt_timeout=120.0, wait_for_subscription=False)
     shared_hung: Any = None
     try:
         shared_hung = shared.register_event_callback(
@@ -150,18 +152,29 @@ _EXIT_SCRIPT = textwrap.dedent(
     import sys, time
     import tango
     from ska_tango_scheduler import CallbackScheduler
+
+
+    class SlowToFinalise:
+        # Keeps the interpreter finalising for 10 s: a thread that comes back
+        # from Tango meanwhile aborts the process ("terminate called ...").
+        def __del__(self, sleep=time.sleep):
+            sleep(10.0)
+
+
     sched = CallbackScheduler(name="exiting")
     for trl in sys.argv[2:]:
         sched.register_event_callback(trl, "state", tango.EventType.CHANGE_EVENT, print)
     time.sleep(1.0)
     if sys.argv[1] == "shutdown":
         sched.shutdown(timeout=2)
+    if sys.argv[1] == "slow-exit":
+        slow = SlowToFinalise()
     print("leaving", flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("ending", ["exit", "shutdown"])
+@pytest.mark.parametrize("ending", ["exit", "shutdown", "slow-exit"])
 def test_process_exits_cleanly_with_attempts_stuck(silent: SilentHost, ending: str) -> None:
     trls = [silent.trl(f"hung/dev/{i}") for i in range(3)]
     done = subprocess.run(
@@ -389,3 +402,28 @@ def test_non_ascii_device_name_is_reported_as_given() -> None:
         future.result(timeout=30)
         wait_for(lambda: rec.errors(), timeout=30)
         assert "tést/dévice/ü" in rec.errors()[0].errors[0].desc
+
+
+def test_first_attempt_on_the_caller_thread_keeps_the_lane(event_source: Any) -> None:
+    proxy = tango.DeviceProxy(event_source.devices[0])
+    threads: list[str] = []
+    if hasattr(proxy, "unfreeze_dynamic_interface"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            proxy.unfreeze_dynamic_interface()
+    subscribe = proxy.subscribe_event
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return subscribe(*args, **kwargs)
+
+    proxy.subscribe_event = recording
+    with CallbackScheduler(name="here") as sched:
+        rec = Recorder()
+        future = sched._register_on_caller_thread(proxy, "myAttr2", CHANGE, rec)
+        assert threads == [threading.current_thread().name]
+        future.result(timeout=30)
+        wait_for(lambda: rec.values(), timeout=30)
+        # Another stream of the same device still goes through the connector lane.
+        sched.register_event_callback(proxy, "myAttr3", CHANGE, Recorder()).result(timeout=30)
+        assert len(threads) == 2 and threads[1].startswith("here.connector")

@@ -116,7 +116,9 @@ def test_run_here_keeps_the_lane_serialised() -> None:
     ex = ConnectorPool("ex", LOG)
     gate = threading.Event()
     order: list[str] = []
-    ex.submit("a", lambda: (gate.wait(30), order.append("pool")))
+    started = threading.Event()
+    ex.submit("a", lambda: (started.set(), gate.wait(30), order.append("pool")))
+    assert started.wait(30)
     assert not ex.run_here("a", lambda: order.append("early"), timeout=0.1)
     gate.set()
     assert ex.run_here("a", lambda: order.append("here"), timeout=30)
