@@ -5,7 +5,11 @@ the command afterwards reaches clients as change events. :func:`invoke_lrc` hide
 protocol: it subscribes to the device's LRC event streams, invokes the command, and
 calls ``lrc_callback`` with keyword arguments (``status``, ``progress``, ``result``,
 ``error`` and any further keys the device sends) about this one command, until the
-command reaches a terminal status.
+command ends. Its signature and meaning are ska-tango-base's: ``command_args`` is a
+tuple unpacked into the command call, and dropping the returned handle stops the
+callbacks. Unlike ska-tango-base's client it always ends: a command whose device dies
+or forgets it ends with ``status=TaskStatus.NOT_FOUND`` or an ``error=`` saying the
+outcome is lost.
 
 Both wire versions are spoken. Version 2 uses one attribute, ``_lrcEvent``; version 1
 uses ``longRunningCommandStatus``, ``longRunningCommandProgress`` and
@@ -120,7 +124,7 @@ CHECK_INTERVAL_MAX = 10.0
 """Longest time, in seconds, an unfinished invocation goes without hearing of its command.
 
 After that the device is asked for the command's status (see :func:`invoke_lrc`); the
-interval starts at :data:`_CHECK_INTERVAL_MIN` and doubles while nothing is heard.
+interval starts at 1 s and doubles while nothing is heard.
 """
 _CHECK_INTERVAL_MIN = 1.0
 # How often a device in trouble is asked again.
