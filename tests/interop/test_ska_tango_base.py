@@ -78,6 +78,7 @@ def servers(
         trls = {
             "v2": start_server(factory, "ReferenceV2"),
             "v1": start_server(factory, "ReferenceV1"),
+            "slow": start_server(factory, "ReferenceSlow"),
         }
         for trl in trls.values():
             proxy = tango.DeviceProxy(trl)
@@ -239,6 +240,33 @@ def test_same_callback_sequences_on_protocol_1(
             mine = [item for item in mine if item[0] != "progress"]
         print(f"v1 {command}: theirs {theirs.sequence()}; ours {ours.sequence()}")
         assert mine == expected, command
+
+
+@pytest.mark.timeout(300)
+def test_abort_a_slow_command_same_sequences(
+    servers: dict[str, str], sched: CallbackScheduler
+) -> None:
+    """A slow On aborted by Abort: the same calls from both clients, for both commands."""
+    seen: dict[str, tuple[list[Any], list[Any]]] = {}
+    clients: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+        ("theirs", stb_invoke_lrc, {}),
+        ("ours", invoke_lrc, {"callback_scheduler": sched}),
+    ]
+    for name, invoke, kwargs in clients:
+        proxy = tango.DeviceProxy(servers["slow"])
+        ensure_state(proxy, "Off", tango.DevState.OFF)
+        slow, abort = Calls(), Calls()
+        slow_handle = invoke(slow, proxy, "On", None, **kwargs)
+        wait_for(lambda s=slow: ("status", "IN_PROGRESS") in s.sequence(), DEADLINE)
+        abort_handle = invoke(abort, proxy, "Abort", None, **kwargs)
+        assert slow.done.wait(DEADLINE), slow.calls
+        assert abort.done.wait(DEADLINE), abort.calls
+        time.sleep(0.3)
+        seen[name] = (slow.sequence(), abort.sequence())
+        del slow_handle, abort_handle
+    print(f"slow On then Abort: {seen['theirs']}")
+    assert seen["ours"] == seen["theirs"]
+    assert seen["ours"][0][-1] == ("status", "ABORTED")
 
 
 def test_command_args_tuple_means_the_same(
