@@ -115,6 +115,25 @@ def sched() -> Iterator[CallbackScheduler]:
     scheduler.shutdown(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def kept_connection(lrc_server: LrcServer) -> Iterator[None]:
+    """Keep this process's event connection to the LRC server open.
+
+    A subscription that opens the connection anew can miss the events pushed in its
+    first milliseconds (a Tango behaviour: tools/fresh_subscription_misses.py). The
+    invocation then still ends (its status checks catch up), but tests that assert
+    every early status ask for this fixture.
+    """
+    proxy = tango.DeviceProxy(lrc_server.v2)
+    connected = threading.Event()
+    subscription = _compat.subscribe(
+        proxy, "longRunningCommandStatus", CHANGE, lambda event: connected.set()
+    )
+    assert connected.wait(DEADLINE)
+    yield
+    proxy.unsubscribe_event(subscription)
+
+
 @pytest.fixture(params=["v2", "v1"])
 def device(request: pytest.FixtureRequest, lrc_server: LrcServer) -> str:
     """TRL of the version 2 device, then of the version 1 device."""
@@ -184,6 +203,7 @@ NORMAL_RUN = [TaskStatus.STAGING, TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, Tas
 # --------------------------------------------------------------------------- the spec's examples
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_spec_invoke_with_callback_scheduler(device: str, sched: CallbackScheduler) -> None:
     """The spec's "Invoking a long running command" example, with a scheduler."""
     done = threading.Event()
@@ -209,6 +229,7 @@ def test_spec_invoke_with_callback_scheduler(device: str, sched: CallbackSchedul
     wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_spec_invoke_without_scheduler(device: str) -> None:
     """Without callback_scheduler the module-level scheduler carries the events."""
     module_scheduler = module_callback_scheduler()
@@ -249,6 +270,7 @@ def test_terminal_status_unregisters_by_itself(device: str, sched: CallbackSched
     )
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_progress_updates_arrive_in_order(device: str, sched: CallbackScheduler) -> None:
     """Progress reported by the device reaches the callback in order, before the end."""
     recorder = LrcRecorder()
@@ -519,6 +541,7 @@ def test_command_rejected_in_the_reply(device: str, sched: CallbackScheduler) ->
     wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_command_rejected_after_queueing(device: str, sched: CallbackScheduler) -> None:
     """QUEUED, then REJECTED by event: reported to the callback, which is then released."""
     recorder = LrcRecorder()
