@@ -292,7 +292,7 @@ class ConnectorPool:
 
     def _start_thread(self) -> None:
         thread = threading.Thread(
-            target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=False
+            target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=not _exit_hook
         )
         self._threads.append(thread)
         thread.start()
@@ -365,5 +365,9 @@ def _at_exit() -> None:
         pool.abandon()
 
 
+# Without the hook (an interpreter that lacks it), connector threads are
+# daemon threads, so that they never keep the process from exiting.
+_exit_hook = False
 with contextlib.suppress(AttributeError, RuntimeError):  # private, but since Python 3.9
     threading._register_atexit(_at_exit)  # type: ignore[attr-defined]  # noqa: SLF001
+    _exit_hook = True

@@ -106,7 +106,6 @@ class HostProbe:
         """
         with self._lock:
             self._answered.pop((host, port), None)
-            self._failed.pop((host, port), None)
 
     def close(self) -> None:
         """Interrupt the checks in progress and refuse new ones."""

@@ -159,6 +159,15 @@ class StreamContext:
                 proxy = self.proxies.setdefault(key, proxy)
         return proxy
 
+    def forget_host(self, key: DeviceKey) -> None:
+        """Check a device's host again before the next proxy (after a failure).
+
+        Args:
+            key: The device.
+        """
+        if key.host and key.port is not None:
+            self.probe.forget(key.host, key.port)
+
     def new_proxy(self, key: DeviceKey) -> tango.DeviceProxy:
         """Create a proxy once the device's host answers a bounded ping.
 
@@ -348,6 +357,7 @@ class EventStream:
         try:
             proxy = self._proxy or self.ctx.proxy_for(self.key.device)
         except Exception as exc:  # noqa: BLE001 - reported to the callbacks
+            self.ctx.forget_host(self.key.device)
             self._failed(_compat.errors_of(exc), synthetic=True)
             return
         self._proxy = proxy
@@ -505,6 +515,7 @@ class EventStream:
                 proxy = self.ctx.new_proxy(self.key.device)
                 proxy.ping()
             except Exception as exc:  # noqa: BLE001 - still down
+                self.ctx.forget_host(self.key.device)
                 text = _compat.describe_errors(_compat.errors_of(exc))
                 delay = self.backoff.failed(self.ctx.policy, text)
                 self._retry = self.ctx.connector.call_later(delay, self.key.device, self._retry_now)

@@ -430,6 +430,17 @@ class CallbackScheduler:
             ValueError: For malformed arguments.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
+        return self._connect(device, attr_name, event_type, queue_factory, False, None)
+
+    def _connect(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        queue_factory: QueueFactory | None,
+        on_caller: bool,
+        lane_timeout: float | None,
+    ) -> Future[None]:
         future: Future[None] = Future()
 
         def bind(stream: EventStream, created: bool) -> bool:
@@ -440,8 +451,32 @@ class CallbackScheduler:
             stream.waiters.append((future, None))
             return True
 
-        self._attach(device, attr_name, event_type, queue_factory, bind)
+        self._attach(device, attr_name, event_type, queue_factory, bind, on_caller, lane_timeout)
         return future
+
+    def _connect_on_caller_thread(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        queue_factory: QueueFactory | None = None,
+        lane_timeout: float | None = 5.0,
+    ) -> Future[None]:
+        """Pin a stream like :meth:`connect_event_stream`, connecting on this thread.
+
+        Private; see :meth:`_register_on_caller_thread`.
+
+        Args:
+            device: As for :meth:`connect_event_stream`.
+            attr_name: As for :meth:`connect_event_stream`.
+            event_type: As for :meth:`connect_event_stream`.
+            queue_factory: As for :meth:`connect_event_stream`.
+            lane_timeout: Seconds to wait for the device's lane; None waits.
+
+        Returns:
+            As for :meth:`connect_event_stream`.
+        """
+        return self._connect(device, attr_name, event_type, queue_factory, True, lane_timeout)
 
     def disconnect_event_stream(
         self, device: DeviceType, attr_name: str, event_type: tango.EventType

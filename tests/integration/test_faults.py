@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,6 +61,10 @@ class Recorder:
         return [e for _, e in self.snapshot() if e.err]
 
 
+def _ignore(event: Any) -> None:
+    """A callback for streams whose events do not matter."""
+
+
 def _scheduler(**kwargs: Any) -> CallbackScheduler:
     """A scheduler; ``attempt_timeout`` only where the scheduler has it."""
     known = inspect.signature(CallbackScheduler).parameters
@@ -84,7 +89,7 @@ def test_hung_hosts_do_not_delay_a_healthy_registration(
     sched = _scheduler(name="hung", attempt_timeout=120.0, wait_for_subscription=False)
     try:
         hung = [
-            sched.register_event_callback(silent.trl(f"hung/dev/{i}"), "state", CHANGE, print)
+            sched.register_event_callback(silent.trl(f"hung/dev/{i}"), "state", CHANGE, _ignore)
             for i in range(5)
         ]
         wait_for(lambda: silent.connections >= 1, timeout=30)
@@ -117,10 +122,10 @@ def test_invoke_lrc_unaffected_by_hung_hosts(
     shared_hung: Any = None
     try:
         shared_hung = shared.register_event_callback(
-            silent.trl("hung/lrc/0"), "state", CHANGE, print
+            silent.trl("hung/lrc/0"), "state", CHANGE, _ignore
         )
         for i in (1, 2):
-            own.register_event_callback(silent.trl(f"hung/lrc/{i}"), "state", CHANGE, print)
+            own.register_event_callback(silent.trl(f"hung/lrc/{i}"), "state", CHANGE, _ignore)
         wait_for(lambda: silent.connections >= 1, timeout=30)
         for scheduler in (own, None):
             done = threading.Event()
@@ -163,7 +168,7 @@ _EXIT_SCRIPT = textwrap.dedent(
 
     sched = CallbackScheduler(name="exiting")
     for trl in sys.argv[2:]:
-        sched.register_event_callback(trl, "state", tango.EventType.CHANGE_EVENT, print)
+        sched.register_event_callback(trl, "state", tango.EventType.CHANGE_EVENT, lambda e: None)
     time.sleep(1.0)
     if sys.argv[1] == "shutdown":
         sched.shutdown(timeout=2)
@@ -335,7 +340,7 @@ def test_bad_shutdown_timeout_leaves_the_scheduler_running() -> None:
 
 def test_unregister_with_an_unhashable_id() -> None:
     with CallbackScheduler(name="unhashable") as sched:
-        sched.register_event_callback("no/such/device", "state", CHANGE, print)
+        sched.register_event_callback("no/such/device", "state", CHANGE, _ignore)
         with pytest.raises(UnknownCallbackError):
             sched.unregister_callback([1])  # type: ignore[arg-type]
 
@@ -381,7 +386,9 @@ def test_one_database_under_three_host_names_is_one_stream(
     names = ["localhost", "127.0.0.1", socket.gethostname()]
     with CallbackScheduler(name="hosts") as sched:
         futures = [
-            sched.register_event_callback(f"tango://{h}:{port}/{device}", "myAttr1", CHANGE, print)
+            sched.register_event_callback(
+                f"tango://{h}:{port}/{device}", "myAttr1", CHANGE, _ignore
+            )
             for h in names
         ]
         for future in futures:
@@ -427,3 +434,29 @@ def test_first_attempt_on_the_caller_thread_keeps_the_lane(event_source: Any) ->
         # Another stream of the same device still goes through the connector lane.
         sched.register_event_callback(proxy, "myAttr3", CHANGE, Recorder()).result(timeout=30)
         assert len(threads) == 2 and threads[1].startswith("here.connector")
+        sched._connect_on_caller_thread(proxy, "myAttr1", CHANGE).result(timeout=30)
+        assert threads[2] == threading.current_thread().name
+
+
+def test_a_frozen_server_does_not_delay_other_devices(
+    device_server_factory: Any, event_source: Any
+) -> None:
+    frozen = device_server_factory.event_source(1)
+    assert frozen.pid is not None
+    sched = CallbackScheduler(name="frozen", wait_for_subscription=False)
+    os.kill(frozen.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+    try:
+        stuck = sched.register_event_callback(frozen.trls[0], "myAttr1", CHANGE, _ignore)
+        time.sleep(0.5)
+        rec = Recorder()
+        sched.register_event_callback(event_source.trls[1], "myAttr2", CHANGE, rec).result(
+            timeout=30
+        )
+        wait_for(lambda: rec.values(), timeout=30, message="the healthy stream got nothing")
+        started = time.monotonic()
+        sched.shutdown(timeout=10)
+        assert time.monotonic() - started < 30
+        assert stuck.done()
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        sched.shutdown()
