@@ -970,9 +970,15 @@ class _Invocation:
             return
         try:
             found = self._query()
-        except Exception as exc:  # noqa: BLE001 - the device did not answer
-            self._not_answered(exc)
-            return
+        except Exception as exc:  # noqa: BLE001 - the device did not answer, or failed
+            try:
+                self._proxy.ping()
+            except Exception:  # noqa: BLE001 - it does not answer
+                self._not_answered(exc)
+                return
+            # It answers but could not tell (a failing attribute, say): not lost.
+            self._logger.debug("Status check of %s failed", self._command_id, exc_info=True)
+            found = (None, None, False)
         with self._lock:
             self._unreachable_since = None
         self._accept(("check", found))
