@@ -18,10 +18,12 @@ from ska_tango_scheduler.testing import (
     event_source_process,
 )
 
-__all__ = ["SOURCE_DEVICE", "Bed", "ClientFailedError", "ClientHandle"]
+__all__ = ["FARM_DEVICES", "SOURCE_DEVICE", "Bed", "ClientFailedError", "ClientHandle"]
 
 #: The EventSource device every flooding benchmark talks to.
 SOURCE_DEVICE = "bench/source/1"
+#: Devices per server of :meth:`Bed.farm`.
+FARM_DEVICES = 5
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -92,15 +94,19 @@ class Bed:
 
     Args:
         work_dir: Directory for logs and client files; None: a temporary one.
+        baseline: A ``src`` directory of another revision of the package;
+            clients of sides named ``...@base`` import the package from it.
     """
 
-    def __init__(self, work_dir: Path | None = None) -> None:
+    def __init__(self, work_dir: Path | None = None, baseline: Path | None = None) -> None:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="ska-bench-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.database = TangoDatabase(log_dir=self.work_dir)
         self.source: DeviceServerProcess | None = None
+        self.baseline = baseline
         self._clients = 0
         self._servers: list[DeviceServerProcess] = []
+        self._farm: list[list[str]] = []
 
     def __enter__(self) -> Bed:
         """Start the database and the event source server.
@@ -141,6 +147,24 @@ class Bed:
         self._servers.append(server)
         return server
 
+    def farm(self, servers: int) -> list[list[str]]:
+        """Start (once) ``servers`` more ``EventSource`` servers of :data:`FARM_DEVICES` devices.
+
+        Args:
+            servers: How many server processes are wanted.
+
+        Returns:
+            The TRLs of the devices, per server; the servers of an earlier
+            call are reused.
+        """
+        while len(self._farm) < servers:
+            index = len(self._farm)
+            names = [f"bench/farm{index}/{d}" for d in range(FARM_DEVICES)]
+            server = self.server(f"farm{index}", names)
+            server.start()
+            self._farm.append([self.trl(name) for name in names])
+        return self._farm[:servers]
+
     def trl(self, device: str = SOURCE_DEVICE) -> str:
         """Return the full TRL of a device of the bed.
 
@@ -163,7 +187,9 @@ class Bed:
 
         Args:
             scenario: Benchmark module name (``throughput``, ...).
-            side: Which side it runs (``plain``, ``scheduler``, ...).
+            side: Which side it runs (``plain``, ``scheduler``, ...); a side
+                ending in ``@base`` runs with the baseline package first on
+                ``PYTHONPATH`` and gets the side name without the suffix.
             params: Parameters, passed as JSON.
             prefix: Command that runs the client's Python (e.g. a profiler).
 
@@ -171,7 +197,7 @@ class Bed:
             The handle to wait on.
         """
         self._clients += 1
-        stem = f"{self._clients:03d}-{scenario}-{side}"
+        stem = f"{self._clients:03d}-{scenario}-{side.replace('@', '-')}"
         params_path = self.work_dir / f"{stem}.params.json"
         out_path = self.work_dir / f"{stem}.result.json"
         params_path.write_text(json.dumps(params), encoding="utf-8")
@@ -180,6 +206,11 @@ class Bed:
         env["PYTHONUNBUFFERED"] = "1"
         path = env.get("PYTHONPATH")
         env["PYTHONPATH"] = str(_REPO_ROOT) + (os.pathsep + path if path else "")
+        if side.endswith("@base"):
+            if self.baseline is None:
+                raise ValueError(f"side {side} needs a baseline (--baseline)")
+            side = side[: -len("@base")]
+            env["PYTHONPATH"] = str(self.baseline) + os.pathsep + env["PYTHONPATH"]
         process = ManagedProcess(
             [
                 *prefix,

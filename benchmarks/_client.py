@@ -27,6 +27,10 @@ def main(argv: list[str]) -> int:
     module = importlib.import_module(f"benchmarks.{scenario}")
     params = json.loads(Path(params_path).read_text(encoding="utf-8"))
     result = module.client(side, params)
+    import ska_tango_scheduler
+
+    result["package"] = str(Path(ska_tango_scheduler.__file__).parent)
+    result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     tmp = Path(out_path + ".tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")
     tmp.replace(out_path)

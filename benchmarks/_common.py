@@ -17,6 +17,8 @@ __all__ = [
     "Row",
     "Sides",
     "percentiles",
+    "side_label",
+    "sides_with_baseline",
     "rss_mb",
     "wait_until",
 ]
@@ -310,3 +312,33 @@ def environment_summary() -> dict[str, Any]:
         "pytango": tango.__version__,
         "cpptango": str(cpptango) if cpptango is not None else None,
     }
+
+
+def sides_with_baseline(sides: Sequence[str], bed: Any) -> list[str]:
+    """Add a ``<side>@base`` after every scheduler side when the bed has a baseline.
+
+    Args:
+        sides: The benchmark's sides.
+        bed: The test bed (its ``baseline`` attribute).
+
+    Returns:
+        The sides to run, in order.
+    """
+    out: list[str] = []
+    for side in sides:
+        out.append(side)
+        if getattr(bed, "baseline", None) is not None and side != "plain":
+            out.append(f"{side}@base")
+    return out
+
+
+def side_label(side: str) -> str:
+    """Return the label that tells a baseline side apart in a row (empty otherwise).
+
+    Args:
+        side: A side name.
+
+    Returns:
+        ``" [baseline]"`` for a ``...@base`` side, else ``""``.
+    """
+    return " [baseline]" if side.endswith("@base") else ""

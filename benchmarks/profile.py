@@ -1,9 +1,11 @@
 """Profile the event hot path: ``python -m benchmarks.profile [--out DIR] [--count N]``.
 
-Runs the throughput client (a burst of ``N`` events to a no-op callback)
-under ``py-spy`` (the ``bench`` extra), once for plain PyTango and once
-through the scheduler, and writes a flame graph per side (SVG) and the raw
-collapsed stacks, with a per-thread summary of where the samples fell.
+Runs the throughput client (a burst of ``N`` events from each of
+``--servers`` servers to a counting callback) under ``py-spy`` (the
+``bench`` extra), once for plain PyTango and once through the scheduler
+(and once through another revision with ``--baseline SRC``), and writes a
+flame graph per side (SVG) and the raw collapsed stacks, with a per-thread
+summary of where the samples fell.
 ``py-spy`` needs the right to trace its child (root, or
 ``kernel.yama.ptrace_scope=0``).
 """
@@ -64,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__)
     parser.add_argument("--out", type=Path, default=_REPO_ROOT / "build" / "bench-profile")
-    parser.add_argument("--count", type=int, default=50_000, help="events in the burst")
+    parser.add_argument("--count", type=int, default=20_000, help="events per server")
+    parser.add_argument("--servers", type=int, default=3, help="source servers")
+    parser.add_argument("--baseline", type=Path, default=None, help="src of another revision")
     parser.add_argument("--rate", type=int, default=400, help="samples per second")
     parser.add_argument(
         "--native", action="store_true", help="include C/C++ frames (slows the client down)"
@@ -75,20 +79,25 @@ def main(argv: list[str] | None = None) -> int:
         print("py-spy is not installed: pip install -e .[bench]", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    with Bed() as bed:
-        for side in ("plain", "scheduler"):
+    sides = ["plain", "scheduler"] + (["scheduler@base"] if args.baseline else [])
+    with Bed(baseline=args.baseline) as bed:
+        trls = [devices[0] for devices in bed.farm(args.servers)]
+        for side in sides:
+            stem = side.replace("@", "-")
             for fmt, suffix in (("flamegraph", "svg"), ("raw", "txt")):
-                target = args.out / f"{side}.{suffix}"
+                target = args.out / f"{stem}.{suffix}"
                 prefix = (
                     *(spy, "record", "--threads", "--rate", str(args.rate)),
                     *(("--native",) if args.native else ()),
                     *("--format", fmt, "--output", str(target), "--"),
                 )
-                result = bed.spawn(
-                    "throughput", side, {"trl": bed.trl(), "count": args.count}, prefix=prefix
-                ).wait(300)
-                print(f"{side} ({fmt}): {result['delivered']} events, {result['rate']:.0f}/s")
-            print(summarise(args.out / f"{side}.txt"))
+                params = {"trls": trls, "mode": "burst", "count": args.count}
+                result = bed.spawn("throughput", side, params, prefix=prefix).wait(300)
+                print(
+                    f"{side} ({fmt}): {result['received']} of {result['pushed']} events, "
+                    f"{result['rate']:.0f}/s, {result['cpu_us_per_event']:.1f} µs CPU/event"
+                )
+            print(summarise(args.out / f"{stem}.txt"))
     print(f"flame graphs in {args.out}")
     return 0
 

@@ -113,7 +113,13 @@ def _markdown(
         f"(`make bench{'-quick' if env['mode'] == 'quick' else ''}`) on {env['date']}, "
         f"revision {env['git']}, in {env['seconds']:g} s. Both sides of every row ran in "
         "the same run against the same device server; each side in its own client process. "
-        "Ratios are scheduler ÷ plain.",
+        "Ratios are scheduler ÷ plain."
+        + (
+            f" Rows marked [baseline] ran the scheduler of {env['baseline']} instead, "
+            "in the same run, interleaved with the others: the figures before the changes."
+            if env.get("baseline")
+            else ""
+        ),
         "",
         "## Machine",
         "",
@@ -159,7 +165,13 @@ def _markdown(
             lines += [*notes, ""]
         for plot in result.plots:
             lines += [f"![{result.name}]({plot})", ""]
-        lines += [f"Took {result.seconds:.1f} s.", ""]
+        load = result.details.get("load_average")
+        during = (
+            f" Load average (1, 5, 15 min) at its start / end: {load[0]} / {load[1]}."
+            if load
+            else ""
+        )
+        lines += [f"Took {result.seconds:.1f} s.{during}", ""]
     lines += ["## Parameters", "", "```json", json.dumps(config, indent=2), "```", ""]
     if _NOTES.exists():
         lines += [_NOTES.read_text(encoding="utf-8").rstrip(), ""]

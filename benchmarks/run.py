@@ -11,6 +11,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import dispatch, isolation, lrc, memory, report, startup, throughput
+from . import dispatch, isolation, lrc, memory, report, startup, streams, throughput
 from ._bed import Bed
 from ._common import BenchResult, Row, environment_summary
 
@@ -31,9 +32,16 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Parameters of the full run, per benchmark.
 FULL: dict[str, dict[str, Any]] = {
     "dispatch": {"events": 200_000, "isolated": 2_000, "repeats": 5},
-    "throughput": {"count": 30_000, "repeats": 5},
-    "isolation": {"flood_hz": 1000.0, "quiet_hz": 20.0, "callback_s": 0.05, "seconds": 20.0},
-    "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 60.0},
+    "throughput": {
+        "servers": 3,
+        "count": 10_000,
+        "repeats": 3,
+        "rates": [4000.0, 8000.0, 12000.0, 16000.0],
+        "seconds": 2.0,
+    },
+    "streams": {"devices": 25, "servers": 5, "pushes": 200, "repeats": 2},
+    "isolation": {"burst": 200, "quiet_hz": 20.0, "quiet_s": 2.0, "callback_s": 0.05, "repeats": 3},
+    "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 30.0},
     "startup": {"repeats": 5, "down_s": 3.0},
     "lrc": {"commands": 100, "quiet_hz": 50.0},
 }
@@ -41,8 +49,15 @@ FULL: dict[str, dict[str, Any]] = {
 #: Parameters of the smoke run.
 QUICK: dict[str, dict[str, Any]] = {
     "dispatch": {"events": 50_000, "isolated": 500, "repeats": 3},
-    "throughput": {"count": 10_000, "repeats": 2},
-    "isolation": {"flood_hz": 1000.0, "quiet_hz": 20.0, "callback_s": 0.05, "seconds": 5.0},
+    "throughput": {
+        "servers": 3,
+        "count": 5_000,
+        "repeats": 1,
+        "rates": [6000.0, 12000.0],
+        "seconds": 1.5,
+    },
+    "streams": {"devices": 25, "servers": 5, "pushes": 100, "repeats": 1},
+    "isolation": {"burst": 100, "quiet_hz": 20.0, "quiet_s": 1.0, "callback_s": 0.05, "repeats": 1},
     "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 10.0},
     "startup": {"repeats": 2, "down_s": 2.0},
     "lrc": {"commands": 20, "quiet_hz": 50.0},
@@ -50,12 +65,13 @@ QUICK: dict[str, dict[str, Any]] = {
 
 _TANGO_BENCHMARKS: dict[str, Callable[[Bed, dict[str, Any]], BenchResult]] = {
     "throughput": throughput.run,
+    "streams": streams.run,
     "isolation": isolation.run,
     "memory": memory.run,
     "startup": startup.run,
     "lrc": lrc.run,
 }
-ORDER = ("throughput", "isolation", "memory", "startup", "lrc", "dispatch")
+ORDER = ("throughput", "streams", "isolation", "memory", "startup", "lrc", "dispatch")
 
 
 def _git_revision() -> str:
@@ -81,6 +97,24 @@ def _git_revision() -> str:
     return rev + ("+changes" if dirty else "")
 
 
+def _describe_baseline(src: Path | None) -> str | None:
+    """Name the baseline revision: its git revision, else its path."""
+    if src is None:
+        return None
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=src,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return str(src)
+    return f"revision {rev} ({src})"
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short smoke run")
@@ -94,6 +128,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", nargs="+", choices=ORDER, default=None, help="run only these benchmarks"
     )
     parser.add_argument("--no-plots", action="store_true", help="do not draw PNG plots")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="SRC",
+        help="also run every scheduler side with the package from this src directory "
+        "(another revision), interleaved, as '<side>@base'",
+    )
     parser.add_argument(
         "--render",
         type=Path,
@@ -149,17 +191,20 @@ def main(argv: list[str] | None = None) -> int:
     env["date"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     env["git"] = _git_revision()
     env["mode"] = "quick" if args.quick else "full"
+    env["baseline"] = _describe_baseline(args.baseline)
     results: list[BenchResult] = []
     crashed = False
     tango_names = [name for name in selected if name in _TANGO_BENCHMARKS]
     if tango_names:
-        with Bed(out / "bench-work" if args.quick else None) as bed:
+        with Bed(out / "bench-work" if args.quick else None, baseline=args.baseline) as bed:
             for name in tango_names:
                 results.append(
                     _one(name, functools.partial(_TANGO_BENCHMARKS[name], bed, config[name]))
                 )
     if "dispatch" in selected:
-        results.append(_one("dispatch", lambda: dispatch.run(config["dispatch"])))
+        results.append(
+            _one("dispatch", lambda: dispatch.run(config["dispatch"], baseline=args.baseline))
+        )
     crashed = any(r.skipped and r.skipped.startswith("crashed") for r in results)
     results.sort(key=lambda r: ORDER.index(r.name))
     env["load_average_after"] = environment_summary()["load_average"]
@@ -177,12 +222,14 @@ def main(argv: list[str] | None = None) -> int:
 def _one(name: str, job: Callable[[], BenchResult]) -> BenchResult:
     print(f"== {name}", flush=True)
     started = time.monotonic()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     try:
         result = job()
     except Exception as exc:  # noqa: BLE001 - reported, the other benchmarks go on
         traceback.print_exc()
         result = BenchResult(name, name, skipped=f"crashed: {type(exc).__name__}: {exc}")
     result.seconds = time.monotonic() - started
+    result.details["load_average"] = [load_before, [round(x, 2) for x in os.getloadavg()]]
     print(f"   {name}: {result.seconds:.1f} s", flush=True)
     return result
 

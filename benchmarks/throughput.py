@@ -1,175 +1,301 @@
-"""Benchmark 1, throughput: a burst of events to a no-op callback.
+"""Benchmark 1, throughput: how many events a client takes before it loses some.
 
-The ``EventSource`` pushes a burst of ``count`` change events on one
-attribute as fast as it can (``PushBurst``). The client counts the events
-its callback gets and takes the rate from the first to the last of them.
-Plain PyTango calls the callback on its event thread; the scheduler calls it
-on its one worker thread, with a queue big enough for the whole burst (its
-hand-off capacity) and, in a second pair of rows, with the default queue of
-32 (which discards the oldest events when the worker falls behind).
+The callback only counts (an integer under a lock), so that the client's
+capacity is measured, not the callback's. Several ``EventSource`` servers
+push change events on ``myAttr1`` of one device each, together, so that the
+source is faster than plain PyTango can receive:
+
+* a burst: each server pushes ``count`` events as fast as it can;
+* a rate sweep: each server pushes at a fixed rate for ``seconds``, at
+  several rates, to find where each side starts to lose events.
+
+Events lost in ZeroMQ (pushed minus received by the client) are a
+first-class figure: plain PyTango and the scheduler both lose events there
+when Tango's event thread falls behind. The scheduler gets one queue per
+stream big enough for everything (it never discards here), so every event
+it misses was lost before it reached the scheduler. Each side runs in its
+own client process; sides and rates are interleaved.
 """
 
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 from typing import Any
 
 import tango
 
-from ska_tango_scheduler import CallbackScheduler
-
 from ._bed import Bed
-from ._common import BenchResult, EventRecorder, Row, wait_until
+from ._common import BenchResult, Row, side_label, sides_with_baseline, wait_until
 
-__all__ = ["client", "run"]
+__all__ = ["client", "plot", "run"]
 
-SIDES = ("plain", "scheduler", "scheduler-default")
+SIDES = ("plain", "scheduler")
 _ATTRIBUTE = "myAttr1"
 
 
+class _Counter:
+    """The callback: counts, and notes when it last ran."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.last = 0.0
+
+    def __call__(self, event: Any) -> None:
+        with self.lock:
+            self.count += 1
+        self.last = time.perf_counter()
+
+
 def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Receive one burst (in a client process).
+    """Receive a burst or a fixed-rate flood from several servers (in a client process).
 
     Args:
-        side: ``plain``, ``scheduler`` (queue as big as the burst) or
-            ``scheduler-default`` (default queue).
-        params: ``trl`` and ``count``.
+        side: ``plain`` or ``scheduler``.
+        params: ``trls`` (one device per server), ``mode`` (``burst`` or
+            ``rate``), ``count`` (burst, per server) or ``rate`` (events/s
+            per server) and ``seconds``.
 
     Returns:
-        Events delivered, their rate, CPU time per event and accounting.
+        Events pushed, received, lost, the delivery rate and CPU per event.
     """
-    trl, count = params["trl"], int(params["count"])
-    proxy = tango.DeviceProxy(trl)
-    proxy.command_inout("ResetCounts")
-    floor = int(proxy.read_attribute(_ATTRIBUTE).value)
-    recorder = EventRecorder(floor=floor, last=floor + count)
-    scheduler: CallbackScheduler | None = None
+    from ska_tango_scheduler import CallbackScheduler
+
+    trls: list[str] = params["trls"]
+    proxies = [tango.DeviceProxy(trl) for trl in trls]
+    counter = _Counter()
+    change = tango.EventType.CHANGE_EVENT
+    scheduler: Any = None
     if side == "plain":
-        subscription = proxy.subscribe_event(_ATTRIBUTE, tango.EventType.CHANGE_EVENT, recorder)
+        for proxy in proxies:
+            proxy.subscribe_event(_ATTRIBUTE, change, counter)
     else:
         scheduler = CallbackScheduler(1, name="bench")
-        sched = scheduler
-
-        def big_queue() -> Any:
-            return sched.allocate_queue(count)
-
-        factory = big_queue if side == "scheduler" else None
-        scheduler.register_event_callback(
-            trl, _ATTRIBUTE, tango.EventType.CHANGE_EVENT, recorder, queue_factory=factory
-        ).result(15)
-    if not recorder.first_good.wait(15):
-        raise RuntimeError("no first event within 15 s")
-    time.sleep(0.3)
+        for trl in trls:
+            scheduler.register_event_callback(
+                trl,
+                _ATTRIBUTE,
+                change,
+                counter,
+                queue_factory=lambda: scheduler.allocate_queue(1_000_000),
+            ).result(15)
+    if not wait_until(lambda: counter.count >= len(trls), 15):
+        raise RuntimeError("no first events within 15 s")
+    time.sleep(0.5)
+    floors = [int(p.read_attribute("pushedCounts").value[0]) for p in proxies]
+    before = counter.count
     cpu0 = time.process_time()
-    proxy.command_inout("PushBurst", ([count], [_ATTRIBUTE]))
+    started = time.perf_counter()
+    if params["mode"] == "burst":
+        for proxy in proxies:
+            proxy.command_inout("PushBurst", ([int(params["count"])], [_ATTRIBUTE]))
+    else:
+        for proxy in proxies:
+            proxy.command_inout("StartPushing", ([float(params["rate"])], [_ATTRIBUTE]))
+        time.sleep(float(params["seconds"]))
+        for proxy in proxies:
+            proxy.command_inout("StopPushing", [])
+    wait_until(lambda: not any(p.read_attribute("pushingAttributes").value for p in proxies), 120)
+    pushed_at = time.perf_counter()
+    # Wait until nothing more arrives (and, for the scheduler, nothing is queued).
     seen = -1
-    while not recorder.done.is_set() and seen != len(recorder.values):
-        seen = len(recorder.values)
-        recorder.done.wait(2.0)  # ends early when the last event came
+    while seen != counter.count:
+        seen = counter.count
+        time.sleep(1.0)
     cpu1 = time.process_time()
-    wait_until(lambda: not proxy.read_attribute("pushingAttributes").value, 10)
-    pushed = int(proxy.read_attribute("pushedCounts").value[0]) - floor
+    pushed = sum(
+        int(p.read_attribute("pushedCounts").value[0]) - f
+        for p, f in zip(proxies, floors, strict=True)
+    )
+    received = counter.count - before
     totals: dict[str, Any] = {}
     if scheduler is not None:
         totals = scheduler.diagnostics().to_dict()["totals"]
         scheduler.shutdown(timeout=5)
-    else:
-        proxy.unsubscribe_event(subscription)
-    delivered = len(recorder.values)
-    span = recorder.perf[-1] - recorder.perf[0] if delivered > 1 else 0.0
-    server_span = recorder.stamped[-1] - recorder.stamped[0] if delivered > 1 else 0.0
+    span = counter.last - started
     return {
         "side": side,
+        "mode": params["mode"],
         "pushed": pushed,
-        "delivered": delivered,
-        "rate": (delivered - 1) / span if span > 0 else None,
-        "span_s": span,
-        "server_rate": (recorder.values[-1] - recorder.values[0]) / server_span
-        if server_span > 0
-        else None,
-        "cpu_us_per_event": (cpu1 - cpu0) / delivered * 1e6 if delivered else None,
+        "received": received,
+        "lost": pushed - received,
+        "lost_percent": 100.0 * (pushed - received) / pushed if pushed else 0.0,
+        "push_rate": pushed / (pushed_at - started) if pushed_at > started else None,
+        "rate": received / span if span > 0 else None,
+        "cpu_us_per_event": (cpu1 - cpu0) / received * 1e6 if received else None,
         "scheduler_totals": totals,
     }
 
 
 def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
-    """Run every side ``repeats`` times, interleaved.
+    """Run the bursts and the rate sweep, sides interleaved.
 
     Args:
         bed: The test bed.
-        config: ``count`` (events per burst) and ``repeats``.
+        config: ``servers``, ``count`` (per server), ``repeats`` (bursts),
+            ``rates`` (events/s per server), ``seconds`` (per rate).
 
     Returns:
         The result.
     """
-    count, repeats = int(config["count"]), int(config["repeats"])
-    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
-    for _ in range(repeats):
-        for side in SIDES:
-            runs[side].append(
-                bed.run("throughput", side, {"trl": bed.trl(), "count": count}, timeout=120)
-            )
+    servers = int(config["servers"])
+    trls = [devices[0] for devices in bed.farm(servers)]
+    sides = sides_with_baseline(SIDES, bed)
+    bursts: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for _ in range(int(config["repeats"])):
+        for side in sides:
+            params = {"trls": trls, "mode": "burst", "count": int(config["count"])}
+            bursts[side].append(bed.run("throughput", side, params, timeout=180))
+    sweep: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for rate in config["rates"]:
+        for side in sides:
+            params = {"trls": trls, "mode": "rate", "rate": rate, "seconds": config["seconds"]}
+            result = bed.run("throughput", side, params, timeout=180)
+            result["rate_per_server"] = rate
+            sweep[side].append(result)
 
     def median(side: str, key: str) -> float | None:
-        values = [r[key] for r in runs[side] if r[key] is not None]
+        values = [r[key] for r in bursts[side] if r[key] is not None]
         return statistics.median(values) if values else None
 
-    plain, sched, default = (median(s, "rate") for s in SIDES)
-    ratio = sched / plain if plain and sched else None
-    dropped = [r["scheduler_totals"].get("dropped", 0) for r in runs["scheduler-default"]]
-    lost_plain = [r["pushed"] - r["delivered"] for r in runs["plain"]]
-    lost_sched = [
-        r["pushed"] - r["scheduler_totals"].get("received", 0) + 1 for r in runs["scheduler"]
-    ]
-    rows = [
-        Row(
-            "throughput",
-            f"events/s to a no-op callback, burst of {count} (median of {repeats})",
-            "events/s",
-            plain,
-            sched,
-            target="ratio >= 0.9",
-            met=None if ratio is None else ratio >= 0.9,
-            why=f"Short by {(0.9 - ratio) / 0.9:.0%} of the target ratio. "
-            "The worker is woken once per event (it delivers a no-op faster than Tango "
-            "produces events); that wake-up and GIL hand-over cost about 30 µs of CPU per "
-            "event, as much as any thread hand-off in Python here (Profile finding 1). "
-            "Proposal 1 (linger before parking) measured 0.91 to 1.1."
-            if ratio is not None and ratio < 0.9
-            else "",
-            note="scheduler queue holds the whole burst; "
-            f"lost in ZMQ per run: plain {lost_plain}, scheduler {lost_sched}",
-            digits=0,
-        ),
-        Row(
-            "throughput",
-            "events/s with the default queue (32)",
-            "events/s",
-            plain,
-            default,
-            note=f"oldest events discarded by the full queue per run: {dropped}",
-            digits=0,
-        ),
-        Row(
-            "throughput",
-            "client CPU time per delivered event",
-            "µs",
-            median("plain", "cpu_us_per_event"),
-            median("scheduler", "cpu_us_per_event"),
-            note="both threads of the client process (Tango's event thread and the worker)",
-        ),
-    ]
+    rows: list[Row] = []
+    for side in sides:
+        if side == "plain":
+            continue
+        label = side_label(side)
+        plain_rate, rate = median("plain", "rate"), median(side, "rate")
+        rows.append(
+            Row(
+                "throughput",
+                f"burst of {servers} × {config['count']} events, delivery rate (median of "
+                f"{config['repeats']}){label}",
+                "events/s",
+                plain_rate,
+                rate,
+                note="lost in ZeroMQ per run (pushed - received): plain "
+                f"{[r['lost'] for r in bursts['plain']]}, scheduler{label} "
+                f"{[r['lost'] for r in bursts[side]]}",
+                digits=0,
+            )
+        )
+        rows.append(
+            Row(
+                "throughput",
+                f"burst: events lost in ZeroMQ, % of pushed (median){label}",
+                "%",
+                median("plain", "lost_percent"),
+                median(side, "lost_percent"),
+                digits=2,
+            )
+        )
+        rows.append(
+            Row(
+                "throughput",
+                f"burst: client CPU time per received event (median){label}",
+                "µs",
+                median("plain", "cpu_us_per_event"),
+                median(side, "cpu_us_per_event"),
+                note="all threads of the client process",
+            )
+        )
+        # The sweep: the highest rate at which plain PyTango lost nothing.
+        clean = [i for i, r in enumerate(sweep["plain"]) if r["lost"] == 0]
+        if clean:
+            i = clean[-1]
+            p, s = sweep["plain"][i], sweep[side][i]
+            share = 100.0 * s["received"] / s["pushed"] if s["pushed"] else None
+            met = share is not None and share >= 90.0 and s["lost"] == 0
+            rows.append(
+                Row(
+                    "throughput",
+                    f"events received, % of pushed, at the highest swept rate where plain "
+                    f"PyTango loses nothing ({servers} × {p['rate_per_server']:g}/s asked; "
+                    f"pushed: plain {p['push_rate']:,.0f}/s, scheduler "
+                    f"{s['push_rate']:,.0f}/s){label}",
+                    "%",
+                    100.0,
+                    share,
+                    target="ratio >= 0.9 and the scheduler loses nothing",
+                    met=met,
+                    why=""
+                    if met
+                    else f"the scheduler lost {s['lost']} of {s['pushed']} events there",
+                    note="each side's own run pushes its own events: compared as shares",
+                    digits=2,
+                )
+            )
+        else:
+            rows.append(
+                Row(
+                    "throughput",
+                    f"rate sweep{label}: plain PyTango lost events at every rate swept",
+                    "events",
+                    None,
+                    None,
+                    target="ratio >= 0.9 and the scheduler loses nothing",
+                    met=None,
+                    note="sweep lower rates to find where plain PyTango loses nothing",
+                )
+            )
+        rows.append(
+            Row(
+                "throughput",
+                f"rate sweep: events lost in ZeroMQ, % per rate{label}",
+                "%",
+                None,
+                None,
+                note="; ".join(
+                    f"{servers} × {p['rate_per_server']:g}/s ({p['push_rate']:,.0f}/s pushed): "
+                    f"plain {p['lost_percent']:.2f}, scheduler{label} {s['lost_percent']:.2f}"
+                    for p, s in zip(sweep["plain"], sweep[side], strict=True)
+                ),
+            )
+        )
     setup = (
-        f"`PushBurst` of {count} change events on one attribute, as fast as the server "
-        "pushes them; the callback only counts. Rate = (events delivered - 1) / "
-        "(time of the last delivery - time of the first). Each side runs in its own "
-        f"client process, {repeats} times, sides interleaved; the table shows medians."
+        f"{servers} `EventSource` servers push change events on one attribute each; the "
+        "client subscribes to all of them with a callback that only counts. Bursts: each "
+        f"server pushes {config['count']} events as fast as it can, {config['repeats']} "
+        "times per side. Sweep: each server pushes at a fixed rate for "
+        f"{config['seconds']} s, rates {config['rates']} per server. Rate = events received / "
+        "(time of the last callback - time of the push command). Lost = pushed - received: "
+        "events that never reached the client's code (ZeroMQ discards them when Tango's "
+        "event thread falls behind); the scheduler's queues are big enough to never "
+        "discard here. Each side runs in its own client process, sides interleaved."
     )
     return BenchResult(
         "throughput",
-        "1. Throughput (no-op callback)",
+        "1. Throughput (counting callback, several sources)",
         setup,
         rows,
-        details={"count": count, "repeats": repeats, "runs": runs},
+        details={"config": config, "bursts": bursts, "sweep": sweep},
     )
+
+
+def plot(result: BenchResult, directory: Any, plt: Any) -> list[str]:
+    """Draw events lost against the push rate, per side.
+
+    Args:
+        result: This benchmark's result.
+        directory: Where to write the PNG.
+        plt: ``matplotlib.pyplot``.
+
+    Returns:
+        The file names written.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for side, runs in result.details["sweep"].items():
+        xs = [r["push_rate"] or 0.0 for r in runs]
+        ys = [r["lost_percent"] for r in runs]
+        ax.plot(xs, ys, marker="o", label="plain PyTango" if side == "plain" else side)
+    ax.set_xlabel("events pushed per second (all servers)")
+    ax.set_ylabel("events lost in ZeroMQ (% of pushed)")
+    ax.set_title("Throughput: where each side starts to lose events")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    name = "throughput-loss.png"
+    fig.savefig(directory / name, dpi=110)
+    plt.close(fig)
+    return [name]

@@ -4,22 +4,37 @@ Part of the pure core: no :mod:`tango` import. Worker threads can be wrapped
 in a context (the Tango layer passes ``tango.EnsureOmniThread``).
 
 Fairness: a queue that has events and no worker waits in a ring. A worker
-takes the queue at the head of the ring, delivers ONE event, and puts the
-queue back at the tail if it still has events. A quiet queue that becomes
-non-empty therefore waits behind at most one event of every other queue in
-the ring, and never behind a backlog.
+takes the queue at the head of the ring and delivers ONE event; then, if the
+ring is not empty, it puts its queue (if it still has events) at the tail
+and takes the head. A quiet queue that becomes non-empty therefore waits
+behind at most one event of every other queue in the ring, and never behind
+a backlog. While the ring is empty a worker keeps serving its queue without
+touching the ring: one short critical section per event.
+
+The Tango event thread's share of an event (:meth:`Dispatcher.put`) is one
+clock read, one lock, one append and one counter; everything else (counts
+per stream and queue, statistics, drop reports) is done by the workers or
+at snapshot time.
 
 Wake-ups: a worker that finds no work sleeps :data:`LINGER` once before it
 waits on the condition, and :meth:`Dispatcher.put` signals the condition only
 when a worker waits there and none lingers. During a burst the Tango event
 thread then rarely pays for waking a thread (measured by the benchmarks: the
 wake-up per event cost more than the delivery of a no-op callback).
+
+The GIL: Tango's event thread needs the GIL for every event. A worker that
+delivers events back to back would otherwise keep it for a whole switch
+interval (5 ms by default) each time Tango asks, long enough for ZeroMQ's
+buffer to overflow in a burst. So a worker that has been delivering for
+:data:`YIELD_INTERVAL` lets go of the GIL once (a zero-length sleep) before
+the next event.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -29,8 +44,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._queues import Counters, EventQueue, Sink
+from ._window import LENGTH, BusyWindow
 
-__all__ = ["CallbackRegistration", "Dispatcher", "RateLimitedLogger", "run_callbacks"]
+__all__ = [
+    "LINGER",
+    "YIELD_INTERVAL",
+    "CallbackRegistration",
+    "Dispatcher",
+    "RateLimitedLogger",
+    "report_slow",
+    "run_callbacks",
+]
 
 ThreadContext = Callable[[], AbstractContextManager[Any]]
 
@@ -39,6 +63,19 @@ ThreadContext = Callable[[], AbstractContextManager[Any]]
 #: lingering worker without a wake-up per event, which on a busy Tango event
 #: thread costs more than the delivery itself.
 LINGER = 0.0005
+
+#: Seconds a worker delivers events back to back before it lets go of the
+#: GIL once, so that Tango's event thread (which needs the GIL for every
+#: event) never waits a whole switch interval for it.
+YIELD_INTERVAL = 0.0005
+
+_clock = time.monotonic
+# Seconds between two hand-overs of a worker's busy time to its window.
+_FLUSH = 0.1
+# Whether workers record queue waits, durations and busy time (read when a
+# worker starts; the benchmarks turn it off to measure what it costs).
+_TRACK = True
+_get_ident = threading.get_ident
 
 
 class RateLimitedLogger:
@@ -111,11 +148,35 @@ class CallbackRegistration:
         callback: The user's callable.
         active: Cleared when the callback is unregistered; a cleared
             registration is never called again.
+        running: Identifier of the thread that is about to call the
+            callback or is calling it, 0 when none. Set before ``active``
+            is read, so that whoever clears ``active`` and then finds
+            ``running`` at 0 knows no call can start any more (see
+            :meth:`wait_until_idle`).
     """
 
     callback_id: int
     callback: Callable[[Any], None]
     active: bool = True
+    running: int = 0
+
+    def wait_until_idle(self, poll: float = 0.0002) -> None:
+        """Wait until no thread other than this one is in (or entering) the callback.
+
+        Call after clearing :attr:`active`: from then on no call starts, and
+        this returns once a call that had already started has returned.
+
+        Args:
+            poll: Seconds between two looks.
+        """
+        me = _get_ident()
+        delay = poll
+        while True:
+            running = self.running
+            if not running or running == me:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
 
 
 def run_callbacks(
@@ -124,29 +185,39 @@ def run_callbacks(
     counters: Counters,
     errors: RateLimitedLogger,
     label: str,
+    slow_after: float | None = None,
 ) -> int:
     """Call every active registration with ``payload``, in order.
 
-    An exception in one callback is counted and logged (rate-limited) and does
-    not keep the event from the following callbacks.
+    An exception raised by a callback, of any kind (``SystemExit`` and
+    ``KeyboardInterrupt`` included: on a worker thread they would only end
+    that worker, never the process), is counted and logged (rate-limited)
+    and does not keep the event from the following callbacks.
 
     Args:
         registrations: The callbacks, in registration order.
         payload: The event.
-        counters: Where callback errors are counted.
-        errors: Rate-limited logger for callback errors.
+        counters: Where callback errors and slow callbacks are counted.
+        errors: Rate-limited logger for callback errors and slow callbacks.
         label: Name of the stream, for the log.
+        slow_after: A callback that runs longer than this many seconds is
+            counted in ``counters.slow_callbacks`` and logged at WARNING;
+            None: not timed.
 
     Returns:
         The number of callbacks that raised.
     """
     failures = 0
+    me = _get_ident()
+    started = _clock() if slow_after is not None else 0.0
     for registration in registrations:
-        if not registration.active:
-            continue
+        # Mark the call before looking at ``active``: see CallbackRegistration.
+        registration.running = me
         try:
+            if not registration.active:
+                continue
             registration.callback(payload)
-        except Exception:  # noqa: BLE001 - isolation is the point
+        except BaseException:  # noqa: BLE001 - isolation is the point
             counters.callback_errors += 1
             failures += 1
             errors.log(
@@ -157,7 +228,44 @@ def run_callbacks(
                 label,
                 exc_info=True,
             )
+        finally:
+            registration.running = 0
+        if slow_after is not None:
+            ended = _clock()
+            if ended - started > slow_after:
+                report_slow(registration, ended - started, slow_after, counters, errors, label)
+            started = ended
     return failures
+
+
+def report_slow(
+    registration: CallbackRegistration,
+    took: float,
+    slow_after: float,
+    counters: Counters,
+    errors: RateLimitedLogger,
+    label: str,
+) -> None:
+    """Count a slow callback and log it (rate-limited per callback).
+
+    Args:
+        registration: The callback.
+        took: Seconds it ran.
+        slow_after: The threshold it exceeded.
+        counters: Where it is counted (``slow_callbacks``).
+        errors: The rate-limited logger.
+        label: Name of the stream.
+    """
+    counters.slow_callbacks += 1
+    errors.log(
+        logging.WARNING,
+        ("slow", registration.callback_id),
+        "Slow callback: %r of %s took %.3f s (slow_callback_duration is %g s)",
+        registration.callback,
+        label,
+        took,
+        slow_after,
+    )
 
 
 class Dispatcher:
@@ -165,6 +273,13 @@ class Dispatcher:
 
     Events of one queue are delivered in order by one worker at a time; up to
     ``thread_count`` queues are served at once.
+
+    Attributes:
+        totals: Counts over every queue this dispatcher ever served (its
+            ``window`` is unused).
+        received: Events put over the dispatcher's life.
+        slow_after: Seconds after which a delivery is slow: the worker then
+            calls the sink's ``slow_delivery(seconds)``, if it has one.
     """
 
     def __init__(
@@ -173,6 +288,8 @@ class Dispatcher:
         name: str,
         logger: logging.Logger,
         thread_context: ThreadContext = contextlib.nullcontext,
+        *,
+        slow_after: float | None = None,
     ) -> None:
         """Create the pool; call :meth:`start` to run it.
 
@@ -181,24 +298,29 @@ class Dispatcher:
             name: Prefix of the worker thread names.
             logger: Where problems are reported.
             thread_context: Context each worker thread runs inside.
+            slow_after: See :attr:`slow_after`; None: never slow.
         """
+        self.slow_after = slow_after
         self.name = name
         self.thread_count = thread_count
         self._logger = logger
         self._limited = RateLimitedLogger(logger)
         self._thread_context = thread_context
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._ready: deque[EventQueue] = deque()
         self._stopping = False
         # Workers waiting on the condition, and workers lingering (see LINGER).
         self._parked = 0
         self._lingering = 0
-        #: Counts over every queue this dispatcher ever served.
         self.totals = Counters()
+        self.received = 0
         self._threads = [
-            threading.Thread(target=self._work, name=f"{name}.worker-{i}", daemon=True)
+            threading.Thread(target=self._work, args=(i,), name=f"{name}.worker-{i}", daemon=True)
             for i in range(thread_count)
         ]
+        self._busy = [BusyWindow(LENGTH) for _ in range(thread_count)]
+        self._idents: frozenset[int] = frozenset()
         # Drops already reported per queue, so each report names new drops only.
         self._reported_drops: dict[EventQueue, int] = {}
 
@@ -207,19 +329,41 @@ class Dispatcher:
         """The worker threads."""
         return tuple(self._threads)
 
-    def count_callback_errors(self, count: int) -> None:
-        """Add callback errors to :attr:`totals`.
+    def in_worker(self) -> bool:
+        """Tell whether the calling thread is one of the workers."""
+        return _get_ident() in self._idents
+
+    def busy_fractions(self, now: float | None = None) -> list[tuple[str, float]]:
+        """Return each worker's share of the window spent delivering events.
+
+        Args:
+            now: Monotonic time of the snapshot (default: now).
+
+        Returns:
+            ``(thread name, fraction from 0.0 to 1.0)`` per worker.
+        """
+        now = _clock() if now is None else now
+        return [
+            (thread.name, busy.fraction(now) if thread.ident is not None else 0.0)
+            for thread, busy in zip(self._threads, self._busy, strict=True)
+        ]
+
+    def count_callback_errors(self, count: int, slow: int = 0) -> None:
+        """Add callback errors (and slow callbacks) to :attr:`totals`.
 
         Args:
             count: How many callbacks raised.
+            slow: How many callbacks were slow.
         """
-        with self._cond:
+        with self._lock:
             self.totals.callback_errors += count
+            self.totals.slow_callbacks += slow
 
     def start(self) -> None:
         """Start the worker threads."""
         for thread in self._threads:
             thread.start()
+        self._idents = frozenset(t.ident for t in self._threads if t.ident is not None)
 
     def new_queue(self, maxsize: int, name: str | None = None) -> EventQueue:
         """Create a queue served by this dispatcher.
@@ -247,17 +391,23 @@ class Dispatcher:
     def put(self, queue: EventQueue, sink: Sink, payload: Any) -> None:
         """Queue an event; never blocks on anything but this short lock.
 
-        Safe to call from the Tango event thread.
+        Safe to call from the Tango event thread. When the queue is full its
+        oldest event is discarded (and counted).
 
         Args:
             queue: The queue of the event's stream.
             sink: Where the event is delivered.
             payload: The event.
         """
-        with self._cond:
-            queue._push(sink, payload, self.totals)  # noqa: SLF001
-            if not queue._busy and not queue._scheduled:  # noqa: SLF001
-                queue._scheduled = True  # noqa: SLF001
+        entry = (sink, payload, _clock())
+        with self._lock:
+            items = queue._items  # noqa: SLF001
+            if len(items) >= queue.maxsize:
+                queue._discard_oldest(self.totals)  # noqa: SLF001
+            items.append(entry)
+            self.received += 1
+            if not queue._held:  # noqa: SLF001 - neither waiting in the ring nor served
+                queue._held = True  # noqa: SLF001
                 self._ready.append(queue)
                 if self._parked and not self._lingering:
                     self._cond.notify()
@@ -269,7 +419,7 @@ class Dispatcher:
         Yields:
             Nothing; counters do not change inside the block.
         """
-        with self._cond:
+        with self._lock:
             yield
 
     def stop(self, timeout: float | None = None) -> bool:
@@ -284,7 +434,7 @@ class Dispatcher:
         Returns:
             True if every worker (other than the calling thread) has ended.
         """
-        with self._cond:
+        with self._lock:
             self._stopping = True
             self._cond.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -296,51 +446,120 @@ class Dispatcher:
             thread.join(remaining)
         return not any(t.is_alive() for t in self._threads if t is not current)
 
-    def _work(self) -> None:
+    def _next(self, queue: EventQueue | None, lingered: bool) -> EventQueue | None:
+        """Choose the queue to serve next (lock held); None: linger, or stop.
+
+        Args:
+            queue: The queue whose event was just delivered, if any.
+            lingered: Whether the worker has already lingered without work.
+        """
+        ready = self._ready
+        if queue is not None:
+            if not queue._items:  # noqa: SLF001
+                queue._held = False  # noqa: SLF001
+            elif ready:
+                ready.append(queue)  # still held: it waits for its turn
+            else:
+                return queue  # nobody else waits: go on with it
+        if lingered and not ready and not self._stopping:
+            self._parked += 1
+            while not ready and not self._stopping:
+                self._cond.wait()
+            self._parked -= 1
+        if self._stopping or not ready:
+            return None
+        queue = ready.popleft()
+        if ready and self._parked:
+            self._cond.notify()  # more work than this worker: wake another
+        return queue
+
+    def _work(self, index: int) -> None:
+        lock = self._lock
+        totals = self.totals
+        busy = self._busy[index]
+        clock = _clock
+        slow_after = math.inf if self.slow_after is None else self.slow_after
+        track = _TRACK
+        queue: EventQueue | None = None
         lingered = False
+        # Busy time is summed here and handed to the window every _FLUSH s.
+        busy_sum = 0.0
         with self._thread_context():
+            busy.started = last_yield = clock()
+            flush_at = last_yield + _FLUSH
             while True:
-                with self._cond:
-                    if lingered and not self._ready and not self._stopping:
-                        self._parked += 1
-                        while not self._ready and not self._stopping:
-                            self._cond.wait()
-                        self._parked -= 1
-                    if self._stopping:
-                        return
-                    if not self._ready:
+                with lock:
+                    queue = self._next(queue, lingered)
+                    if queue is None:
+                        if self._stopping:
+                            return
                         self._lingering += 1
-                        queue = None
+                    elif self._stopping:
+                        return
                     else:
-                        queue = self._ready.popleft()
-                        queue._scheduled = False  # noqa: SLF001
-                        queue._busy = True  # noqa: SLF001
-                        sink, payload = queue._pop(self.totals)  # noqa: SLF001
+                        sink, payload, arrival = queue._items.popleft()  # noqa: SLF001
+                        queue.counters.delivered += 1
+                        sink.counters.delivered += 1
+                        totals.delivered += 1
                         dropped = queue.counters.dropped
-                        if self._ready and self._parked:
-                            self._cond.notify()  # more work than this worker: wake another
                 if queue is None:
+                    if busy_sum:
+                        busy.add(clock(), busy_sum)
+                        busy_sum = 0.0
                     # Wait a little for more work without being woken per event.
                     time.sleep(LINGER)
-                    with self._cond:
+                    with lock:
                         self._lingering -= 1
                     lingered = True
+                    last_yield = clock()
                     continue
                 lingered = False
+                if dropped != self._reported_drops.get(queue, 0):
+                    self._report_drops(queue, dropped)
+                if track:
+                    busy.since = start = clock()
                 try:
-                    if dropped != self._reported_drops.get(queue, 0):
-                        self._report_drops(queue, dropped)
                     sink.deliver(payload)
                 except BaseException:  # noqa: BLE001 - a worker must survive
                     self._limited.log(
                         logging.ERROR, ("deliver", id(sink)), "Delivery failed", exc_info=True
                     )
-                finally:
-                    with self._cond:
-                        queue._busy = False  # noqa: SLF001
-                        if queue._items and not queue._scheduled:  # noqa: SLF001
-                            queue._scheduled = True  # noqa: SLF001
-                            self._ready.append(queue)
+                end = clock()  # needed for the GIL hand-over below anyway
+                if track:
+                    busy.since = 0.0
+                    took = end - start
+                    # SampleWindow.add, inlined: this runs once per event.
+                    window = sink.counters.window
+                    if end >= window._end:  # noqa: SLF001
+                        window._rotate(end)  # noqa: SLF001
+                    bucket = window._current  # noqa: SLF001
+                    bucket.waits.append(start - arrival)
+                    bucket.durations.append(took)
+                    window.last_at = end
+                    busy_sum += took
+                    if took > slow_after:
+                        self._slow(sink, took)
+                    if end >= flush_at:
+                        busy.add(end, busy_sum)
+                        busy_sum = 0.0
+                        flush_at = end + _FLUSH
+                if end - last_yield > YIELD_INTERVAL:
+                    # Let Tango's event thread have the GIL (see the module doc).
+                    time.sleep(0)
+                    last_yield = clock()
+
+    def _slow(self, sink: Sink, took: float) -> None:
+        report = getattr(sink, "slow_delivery", None)
+        if report is not None:
+            try:
+                report(took)
+            except Exception:  # noqa: BLE001 - a worker must survive
+                self._limited.log(
+                    logging.ERROR,
+                    ("slow", id(sink)),
+                    "Reporting a slow delivery failed",
+                    exc_info=True,
+                )
 
     def _report_drops(self, queue: EventQueue, dropped: int) -> None:
         self._reported_drops[queue] = dropped

@@ -3,16 +3,21 @@
 This module is part of the pure core: it never imports :mod:`tango`.
 A queue does no locking of its own; the dispatcher that owns it serialises
 every access under its lock.
+
+Each entry is ``(sink, payload, arrival)``: where the event goes, the event,
+and the monotonic time at which it was put (for the queue-wait statistics).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = ["DEFAULT_QUEUE_SIZE", "Counters", "EventQueue", "Sink"]
+from ._window import LENGTH, SampleWindow
+
+__all__ = ["DEFAULT_QUEUE_SIZE", "Counters", "Entry", "EventQueue", "Sink"]
 
 #: Number of events a queue holds before it starts discarding the oldest one.
 #: Small on purpose: for most attributes a fresh value matters more than
@@ -22,25 +27,32 @@ DEFAULT_QUEUE_SIZE = 32
 _queue_numbers = itertools.count(1)
 
 
-@dataclass
+@dataclass(eq=False)
 class Counters:
-    """Event accounting for one stream or queue.
+    """Event accounting for one stream (sink) or queue.
 
-    At every consistent snapshot ``received == delivered + dropped + queued``.
+    What was received is not counted separately on the event thread (to keep
+    its share of each event small): every event put is delivered, dropped or
+    still queued, so ``received == delivered + dropped + queued`` gives it.
+    The dispatcher counts its total of received events on its own.
 
     Attributes:
-        received: Events put on the queue.
         delivered: Events taken off the queue by a worker for delivery to the
             callbacks of their stream (an event of a stream that has no
             callback left is delivered to nobody but still counted here).
         dropped: Events discarded because the queue was full.
         callback_errors: Exceptions raised by callbacks.
+        slow_callbacks: Callbacks that ran longer than the scheduler's
+            ``slow_callback_duration``.
+        window: Queue waits and delivery durations over the sliding window
+            (kept for sinks; unused for queues).
     """
 
-    received: int = 0
     delivered: int = 0
     dropped: int = 0
     callback_errors: int = 0
+    slow_callbacks: int = 0
+    window: SampleWindow = field(default_factory=lambda: SampleWindow(LENGTH), repr=False)
 
 
 class Sink(Protocol):
@@ -60,6 +72,10 @@ class Sink(Protocol):
         ...
 
 
+#: An entry of a queue: the sink, the event and its arrival time (monotonic).
+Entry = tuple[Sink, Any, float]
+
+
 class EventQueue:
     """A bounded FIFO of events waiting for a worker.
 
@@ -73,7 +89,7 @@ class EventQueue:
         counters: Accounting for the whole queue.
     """
 
-    __slots__ = ("_busy", "_items", "_owner", "_scheduled", "counters", "maxsize", "name")
+    __slots__ = ("_held", "_items", "_owner", "counters", "maxsize", "name")
 
     def __init__(self, maxsize: int, name: str | None = None, owner: object = None) -> None:
         """Create a queue.
@@ -94,12 +110,11 @@ class EventQueue:
         self.name = name if name is not None else f"queue-{next(_queue_numbers)}"
         self.maxsize = maxsize
         self.counters = Counters()
-        self._items: deque[tuple[Sink, Any]] = deque()
+        self._items: deque[Entry] = deque()
         self._owner = owner
-        # True while a worker delivers an event of this queue.
-        self._busy = False
-        # True while the queue waits in the dispatcher's ready ring.
-        self._scheduled = False
+        # True while the queue waits in the dispatcher's ready ring or a
+        # worker serves it: a held queue is never put in the ring again.
+        self._held = False
 
     def __len__(self) -> int:
         """Return the number of events waiting."""
@@ -109,40 +124,22 @@ class EventQueue:
         """Return a short description."""
         return f"<EventQueue {self.name!r} {len(self._items)}/{self.maxsize}>"
 
-    def _push(self, sink: Sink, payload: Any, totals: Counters) -> Sink | None:
-        """Append an event, discarding the oldest one if the queue is full.
+    def _discard_oldest(self, totals: Counters) -> Sink:
+        """Discard the oldest event and count it as dropped.
 
         Args:
-            sink: Where the event goes.
-            payload: The event.
             totals: Owner-wide counters, updated too.
 
         Returns:
-            The sink of the discarded event, or ``None`` if none was discarded.
+            The sink of the discarded event.
         """
-        self.counters.received += 1
-        sink.counters.received += 1
-        totals.received += 1
-        victim: Sink | None = None
-        if len(self._items) >= self.maxsize:
-            victim, _ = self._items.popleft()
-            self.counters.dropped += 1
-            victim.counters.dropped += 1
-            totals.dropped += 1
-        self._items.append((sink, payload))
+        victim = self._items.popleft()[0]
+        self.counters.dropped += 1
+        victim.counters.dropped += 1
+        totals.dropped += 1
         return victim
 
-    def _pop(self, totals: Counters) -> tuple[Sink, Any]:
-        """Take the oldest event for delivery and count it as delivered.
-
-        Args:
-            totals: Owner-wide counters, updated too.
-
-        Returns:
-            The event's sink and the event.
-        """
-        sink, payload = self._items.popleft()
-        self.counters.delivered += 1
-        sink.counters.delivered += 1
-        totals.delivered += 1
-        return sink, payload
+    @property
+    def received(self) -> int:
+        """Events put on the queue so far (delivered + dropped + queued)."""
+        return self.counters.delivered + self.counters.dropped + len(self._items)

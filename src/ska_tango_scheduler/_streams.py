@@ -53,7 +53,13 @@ import tango
 
 from . import _compat
 from ._backoff import BackoffPolicy, BackoffState
-from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger, run_callbacks
+from ._dispatch import (
+    CallbackRegistration,
+    Dispatcher,
+    RateLimitedLogger,
+    report_slow,
+    run_callbacks,
+)
 from ._executor import ConnectorPool, TimerHandle
 from ._hostprobe import HostProbe
 from ._queues import Counters, EventQueue
@@ -125,6 +131,8 @@ class StreamContext:
         proxies: One device proxy per device, shared by its streams.
         subscribe_calls: Calls made to ``subscribe_event``.
         unsubscribe_calls: Calls made to ``unsubscribe_event``.
+        slow_callback_duration: Seconds after which a callback counts as
+            slow, or None.
     """
 
     lock: threading.Lock
@@ -138,6 +146,7 @@ class StreamContext:
     proxies: dict[DeviceKey, tango.DeviceProxy] = field(default_factory=dict)
     subscribe_calls: int = 0
     unsubscribe_calls: int = 0
+    slow_callback_duration: float | None = None
 
     def proxy_for(self, key: DeviceKey) -> tango.DeviceProxy:
         """Return the shared proxy of a device, creating it if needed.
@@ -254,6 +263,8 @@ class EventStream:
         self.name = f"{key.device.attribute_trl(key.attribute)}#{key.event_type.name}"
         self.counters = Counters()
         self.registrations: tuple[CallbackRegistration, ...] = ()
+        # The registrations of the delivery in progress (worker threads only).
+        self._delivering: tuple[CallbackRegistration, ...] = ()
         self.pinned = False
         self.closed = False
         self.waiters: list[tuple[Future[Any], Any]] = []
@@ -272,25 +283,41 @@ class EventStream:
     # -- Tango's event thread ------------------------------------------------
 
     def _tango_callback(self, generation: int) -> Callable[[Any], None]:
+        put = self.ctx.dispatcher.put
+        queue = self.queue
+        connected = StreamState.CONNECTED
+
         def on_event(event: Any) -> None:
+            # The share of Tango's event thread: keep it short. Only a
+            # connected stream's good events skip the bookkeeping (reading
+            # ``event_reason`` alone costs about half a microsecond).
             if self.closed:
                 return
-            if event.err:
-                self.last_error = _compat.describe_errors(event.errors)
-            if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
-                self.submit(lambda: self._on_outcome(generation, event))
-            elif event.err and self.state is StreamState.CONNECTED:
-                self.state = StreamState.FAILING
-            elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
-                self.state = StreamState.CONNECTED
-            self.ctx.dispatcher.put(self.queue, self, event)
+            if self.state is not connected or event.err:
+                self._note_event(generation, event)
+            put(queue, self, event)
 
         return on_event
+
+    def _note_event(self, generation: int, event: Any) -> None:
+        """Follow the subscription's state from an event (Tango's event thread)."""
+        if event.err:
+            self.last_error = _compat.describe_errors(event.errors)
+        if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
+            self.submit(lambda: self._on_outcome(generation, event))
+        elif event.err and self.state is StreamState.CONNECTED:
+            self.state = StreamState.FAILING
+        elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
+            self.state = StreamState.CONNECTED
 
     # -- worker threads ------------------------------------------------------
 
     def deliver(self, payload: Any) -> None:
         """Call the stream's callbacks with one event (on a worker thread).
+
+        With several callbacks, each is timed for the slow-callback check;
+        with one, the worker's timing of the whole delivery is enough (see
+        :meth:`slow_delivery`).
 
         Args:
             payload: The event.
@@ -299,9 +326,41 @@ class EventStream:
         self.last_event = payload
         if self.pending_catch_up:
             self.pending_catch_up.difference_update(r.callback_id for r in registrations)
-        failures = run_callbacks(registrations, payload, self.counters, self.ctx.limited, self.name)
-        if failures:
-            self.ctx.dispatcher.count_callback_errors(failures)
+        self._delivering = registrations
+        counters = self.counters
+        several = len(registrations) > 1
+        slow = counters.slow_callbacks
+        failures = run_callbacks(
+            registrations,
+            payload,
+            counters,
+            self.ctx.limited,
+            self.name,
+            self.ctx.slow_callback_duration if several else None,
+        )
+        slow = counters.slow_callbacks - slow if several else 0
+        if slow:
+            self.queue.counters.slow_callbacks += slow
+        if failures or slow:
+            self.ctx.dispatcher.count_callback_errors(failures, slow)
+
+    def slow_delivery(self, took: float) -> None:
+        """Count a delivery that took ``took`` seconds, more than the threshold (worker).
+
+        Called by the dispatcher after :meth:`deliver`. A delivery to one
+        callback is that callback's duration; with several, :meth:`deliver`
+        timed each one already.
+
+        Args:
+            took: Seconds the delivery took.
+        """
+        registrations = self._delivering
+        limit = self.ctx.slow_callback_duration
+        if len(registrations) != 1 or limit is None:
+            return
+        report_slow(registrations[0], took, limit, self.counters, self.ctx.limited, self.name)
+        self.queue.counters.slow_callbacks += 1
+        self.ctx.dispatcher.count_callback_errors(0, 1)
 
     def add_late(self, registration: CallbackRegistration) -> None:
         """Register a callback on an existing stream and queue its catch-up.

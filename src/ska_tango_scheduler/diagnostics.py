@@ -23,7 +23,8 @@ __all__ = [
 ]
 
 #: Length in seconds of the sliding window over which latencies, callback
-#: durations and worker busy fractions are kept.
+#: durations and worker busy fractions are kept. The window moves in steps of
+#: a tenth of it: a snapshot covers the current second and the nine before it.
 LATENCY_WINDOW = 10.0
 
 

@@ -23,12 +23,16 @@ from ._executor import ConnectorPool
 from ._hostprobe import HostProbe
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
 from ._streams import EventStream, StreamContext, StreamKey, StreamState
+from ._window import WindowStats, merge
 from .diagnostics import (
+    LATENCY_WINDOW,
     BackoffDiagnostics,
+    LatencyStats,
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
     Totals,
+    WorkerDiagnostics,
 )
 from .type_hints import DeviceType, EventCallbackType, QueueFactory
 
@@ -126,6 +130,12 @@ class CallbackScheduler:
             caller must not block, e.g. in ``init_device`` of a device that
             subscribes to itself; the future then completes later, as it
             does on PyTango >= 10.1.
+        slow_callback_duration: Seconds after which a callback counts as
+            slow: it is counted (per stream, per queue and in the totals of
+            :meth:`diagnostics`) and logged at WARNING, at most once per
+            10 s per callback, naming the callback, its stream and how long
+            it took. None turns the check off (and saves two clock reads per
+            callback).
         attempt_timeout: Seconds one step of a connection attempt may take:
             the check that the device's Tango host answers, and each Tango
             call on the scheduler's own proxies. Attempts run on a few
@@ -134,10 +144,12 @@ class CallbackScheduler:
 
     Raises:
         ValueError: If ``thread_count`` or ``default_queue_size`` is below 1,
-            or ``attempt_timeout`` is not a positive finite number.
-        TypeError: If they are not integers (a number for
-            ``attempt_timeout``), ``logger`` is not a ``logging.Logger``, or
-            ``backoff`` is not a :class:`BackoffPolicy`.
+            or ``slow_callback_duration`` or ``attempt_timeout`` is not a
+            positive finite number.
+        TypeError: If they are not integers, ``slow_callback_duration`` is
+            neither a number nor None, ``attempt_timeout`` is not a number,
+            ``logger`` is not a ``logging.Logger``, or ``backoff`` is not a
+            :class:`BackoffPolicy`.
     """
 
     def __init__(
@@ -149,11 +161,13 @@ class CallbackScheduler:
         default_queue_size: int = DEFAULT_QUEUE_SIZE,
         backoff: BackoffPolicy | None = None,
         wait_for_subscription: bool = True,
+        slow_callback_duration: float | None = 0.1,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         """Create the scheduler and start its threads."""
         _check_count("thread_count", thread_count)
         _check_count("default_queue_size", default_queue_size)
+        slow_after = _check_duration("slow_callback_duration", slow_callback_duration)
         if backoff is not None and not isinstance(backoff, BackoffPolicy):
             raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
         if logger is not None and not isinstance(logger, logging.Logger):
@@ -165,7 +179,11 @@ class CallbackScheduler:
         self._wait_for_subscription = bool(wait_for_subscription)
         self._lock = threading.Lock()
         self._dispatcher = Dispatcher(
-            thread_count, self._name, self._logger, thread_context=tango.EnsureOmniThread
+            thread_count,
+            self._name,
+            self._logger,
+            thread_context=tango.EnsureOmniThread,
+            slow_after=slow_after,
         )
         connector = ConnectorPool(
             f"{self._name}.connector", self._logger, thread_context=tango.EnsureOmniThread
@@ -179,6 +197,7 @@ class CallbackScheduler:
             policy=backoff if backoff is not None else BackoffPolicy(),
             logger=self._logger,
             limited=RateLimitedLogger(self._logger),
+            slow_callback_duration=slow_after,
         )
         self._streams: dict[StreamKey, EventStream] = {}
         self._callbacks: dict[int, tuple[EventStream, CallbackRegistration]] = {}
@@ -197,6 +216,11 @@ class CallbackScheduler:
     def thread_count(self) -> int:
         """The number of worker threads."""
         return self._dispatcher.thread_count
+
+    @property
+    def slow_callback_duration(self) -> float | None:
+        """Seconds after which a callback counts as slow (None: not checked)."""
+        return self._ctx.slow_callback_duration
 
     @property
     def is_shutdown(self) -> bool:
@@ -373,9 +397,19 @@ class CallbackScheduler:
     def unregister_callback(self, callback_id: CallbackID) -> None:
         """Stop calling a callback.
 
-        Once this returns the callback is not called again (a call already
-        running finishes). The stream is disconnected when its last callback
-        leaves, unless it is pinned by :meth:`connect_event_stream`.
+        Once this returns the callback is not called again, not even for an
+        event whose delivery has begun. A call that is running on a worker
+        when this is called from any other thread is waited for: this
+        returns once it has returned (as Tango's ``unsubscribe_event`` waits
+        for a running callback), so do not call it while holding a lock that
+        the callback needs. Called on one of the scheduler's own threads
+        (inside a callback, or in a done-callback of a registration future),
+        it does not wait: a callback may unregister itself or others, and a
+        call of the unregistered callback already running on another worker
+        finishes on its own.
+
+        The stream is disconnected when its last callback leaves, unless it
+        is pinned by :meth:`connect_event_stream`.
 
         Args:
             callback_id: The id the registration's future gave.
@@ -398,6 +432,8 @@ class CallbackScheduler:
             registration.active = False
             stream.registrations = tuple(r for r in stream.registrations if r is not registration)
             self._release_if_unused(stream)
+        if registration.running and not self._on_own_thread():
+            registration.wait_until_idle()
 
     # -- persistent streams --------------------------------------------------
 
@@ -567,6 +603,12 @@ class CallbackScheduler:
     def diagnostics(self) -> SchedulerDiagnostics:
         """Take a consistent snapshot of streams, queues, retries and totals.
 
+        The counts agree with each other (``received == delivered + dropped
+        + queued`` for every stream, every queue and the totals). The
+        latency, callback duration and busy figures cover the last
+        :data:`~ska_tango_scheduler.diagnostics.LATENCY_WINDOW` seconds
+        (see :class:`~ska_tango_scheduler.diagnostics.LatencyStats`).
+
         Returns:
             The snapshot; ``to_dict()`` makes it JSON-ready.
         """
@@ -575,40 +617,36 @@ class CallbackScheduler:
             streams = list(self._streams.values())
             queued_by_stream: dict[EventStream, int] = {}
             for queue in self._queue_users:
-                for sink, _ in queue._items:  # noqa: SLF001 - snapshot under the lock
+                for entry in queue._items:  # noqa: SLF001 - snapshot under the lock
+                    sink = entry[0]
                     if isinstance(sink, EventStream):
                         queued_by_stream[sink] = queued_by_stream.get(sink, 0) + 1
-            stream_rows = tuple(
-                StreamDiagnostics(
-                    name=s.name,
-                    device=s.key.device.trl,
-                    attribute=s.attribute,
-                    event_type=s.key.event_type.name,
-                    state=s.state.value,
-                    pinned=s.pinned,
-                    callbacks=len(s.registrations),
-                    queue=s.queue.name,
-                    queued=queued_by_stream.get(s, 0),
-                    received=s.counters.received,
-                    delivered=s.counters.delivered,
-                    dropped=s.counters.dropped,
-                    callback_errors=s.counters.callback_errors,
-                    last_error=s.last_error,
+            stream_counts = [
+                (
+                    s,
+                    s.state.value,
+                    s.pinned,
+                    len(s.registrations),
+                    queued_by_stream.get(s, 0),
+                    s.counters.delivered,
+                    s.counters.dropped,
+                    s.counters.callback_errors,
+                    s.counters.slow_callbacks,
+                    s.last_error,
                 )
                 for s in streams
-            )
-            queue_rows = tuple(
-                QueueDiagnostics(
-                    name=q.name,
-                    size=q.maxsize,
-                    depth=len(q),
-                    received=q.counters.received,
-                    delivered=q.counters.delivered,
-                    dropped=q.counters.dropped,
-                    streams=tuple(sorted(s.name for s in users)),
+            ]
+            queue_counts = [
+                (
+                    q,
+                    len(q),
+                    q.counters.delivered,
+                    q.counters.dropped,
+                    q.counters.slow_callbacks,
+                    tuple(users),
                 )
                 for q, users in self._queue_users.items()
-            )
+            ]
             backoff_rows = tuple(
                 BackoffDiagnostics(
                     stream=s.name,
@@ -626,15 +664,82 @@ class CallbackScheduler:
                 if s.backoff.active or s.state is StreamState.FAILING
             )
             counts = self._dispatcher.totals
-            totals = Totals(
-                received=counts.received,
-                delivered=counts.delivered,
-                dropped=counts.dropped,
-                queued=counts.received - counts.delivered - counts.dropped,
-                callback_errors=counts.callback_errors,
-                subscribe_calls=self._ctx.subscribe_calls,
-                unsubscribe_calls=self._ctx.unsubscribe_calls,
+            received = self._dispatcher.received
+            totals_counts = (
+                received,
+                counts.delivered,
+                counts.dropped,
+                received - counts.delivered - counts.dropped,
+                counts.callback_errors,
+                counts.slow_callbacks,
+                self._ctx.subscribe_calls,
+                self._ctx.unsubscribe_calls,
             )
+        # The window statistics need no lock (see _window): computed outside it.
+        stream_rows = tuple(
+            StreamDiagnostics(
+                name=s.name,
+                device=s.key.device.trl,
+                attribute=s.attribute,
+                event_type=s.key.event_type.name,
+                state=state,
+                pinned=pinned,
+                callbacks=callbacks,
+                queue=s.queue.name,
+                queued=queued,
+                received=delivered + dropped + queued,
+                delivered=delivered,
+                dropped=dropped,
+                callback_errors=errors,
+                last_error=last_error,
+                slow_callbacks=slow,
+                **_window_fields(merge([s.counters.window], now_mono)),
+            )
+            for (
+                s,
+                state,
+                pinned,
+                callbacks,
+                queued,
+                delivered,
+                dropped,
+                errors,
+                slow,
+                last_error,
+            ) in stream_counts
+        )
+        queue_rows = tuple(
+            QueueDiagnostics(
+                name=q.name,
+                size=q.maxsize,
+                depth=depth,
+                received=delivered + dropped + depth,
+                delivered=delivered,
+                dropped=dropped,
+                streams=tuple(sorted(u.name for u in users)),
+                latency=_window_fields(merge([u.counters.window for u in users], now_mono))[
+                    "latency"
+                ],
+                slow_callbacks=slow,
+            )
+            for q, depth, delivered, dropped, slow, users in queue_counts
+        )
+        received, delivered, dropped, queued, errors, slow, subs, unsubs = totals_counts
+        totals = Totals(
+            received=received,
+            delivered=delivered,
+            dropped=dropped,
+            queued=queued,
+            callback_errors=errors,
+            subscribe_calls=subs,
+            unsubscribe_calls=unsubs,
+            slow_callbacks=slow,
+            max_latency_ms=max((q.latency.max_ms for q in queue_rows), default=0.0),
+        )
+        workers = tuple(
+            WorkerDiagnostics(name=name, busy_fraction=round(fraction, 4))
+            for name, fraction in self._dispatcher.busy_fractions(now_mono)
+        )
         return SchedulerDiagnostics(
             name=self._name,
             thread_count=self.thread_count,
@@ -644,9 +749,15 @@ class CallbackScheduler:
             queues=queue_rows,
             streams=stream_rows,
             backoff=backoff_rows,
+            workers=workers,
+            window=LATENCY_WINDOW,
         )
 
     # -- internals -----------------------------------------------------------
+
+    def _on_own_thread(self) -> bool:
+        """Tell whether the caller is a worker or a connector thread of this scheduler."""
+        return self._dispatcher.in_worker() or self._ctx.connector.in_pool()
 
     def _check_running(self) -> None:
         if self._shut_down:
@@ -770,6 +881,30 @@ def _check_count(name: str, value: object) -> None:
         raise TypeError(f"{name} must be an int, got {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be at least 1, got {value}")
+
+
+def _window_fields(stats: WindowStats) -> dict[str, Any]:
+    """Turn window statistics (seconds) into the diagnostics fields (milliseconds)."""
+    return {
+        "latency": LatencyStats(
+            last_ms=round(stats.last_wait * 1e3, 4),
+            max_ms=round(stats.max_wait * 1e3, 4),
+            p99_ms=round(stats.p99_wait * 1e3, 4),
+            samples=stats.samples,
+        ),
+        "callback_mean_ms": round(stats.mean_duration * 1e3, 4),
+        "callback_max_ms": round(stats.max_duration * 1e3, 4),
+    }
+
+
+def _check_duration(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:

@@ -174,7 +174,7 @@ def test_stop_lets_the_running_callback_finish(make_dispatcher, sink_class, limi
     assert dispatcher.stop(timeout=30)
     assert finished.is_set()
     # Events not yet delivered stay counted as queued.
-    assert queue.counters.received == queue.counters.delivered + len(queue)
+    assert queue.received == 5 == queue.counters.delivered + len(queue)
     assert dispatcher.stop(timeout=1)  # idempotent
     assert not any(t.is_alive() for t in dispatcher.threads)
 
@@ -265,7 +265,11 @@ ops = st.lists(
     ops=ops, sizes=st.lists(st.integers(1, 16), min_size=4, max_size=4), threads=st.integers(1, 3)
 )
 def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, limited) -> None:
-    """received == delivered + dropped + queued for random interleavings."""
+    """Every event put is delivered, dropped or queued, for random interleavings.
+
+    The test counts what it puts itself; the dispatcher's counts must agree
+    at every snapshot, per sink, per queue and in total.
+    """
     dispatcher = Dispatcher(threads, "prop", logging.getLogger("test.prop"))
     dispatcher.start()
     try:
@@ -273,23 +277,27 @@ def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, lim
         queues[3] = queues[0]  # one queue shared by two sinks
         slow = lambda e: time.sleep(0.0002)  # noqa: E731
         sinks = [sink_class(f"s{i}", limited, slow) for i in range(4)]
+        put_per_sink = [0, 0, 0, 0]
 
         def check() -> None:
             with dispatcher.locked():
                 qs = set(queues)
                 for q in qs:
                     c = q.counters
-                    assert c.received == c.delivered + c.dropped + len(q)
+                    put = sum(n for i, n in enumerate(put_per_sink) if queues[i] is q)
+                    assert put == q.received == c.delivered + c.dropped + len(q)
                 for i, s in enumerate(sinks):
-                    waiting = sum(1 for sk, _ in queues[i]._items if sk is s)
+                    waiting = sum(1 for entry in queues[i]._items if entry[0] is s)
                     c = s.counters
-                    assert c.received == c.delivered + c.dropped + waiting
+                    assert put_per_sink[i] == c.delivered + c.dropped + waiting
                 t = dispatcher.totals
-                assert t.received == t.delivered + t.dropped + sum(len(q) for q in qs)
+                assert dispatcher.received == sum(put_per_sink)
+                assert dispatcher.received == t.delivered + t.dropped + sum(len(q) for q in qs)
 
         for target, count, pause in ops:
             for i in range(count):
                 dispatcher.put(queues[target], sinks[target], i)
+                put_per_sink[target] += 1
             if pause:
                 time.sleep(0.001)
             check()
@@ -300,3 +308,48 @@ def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, lim
         assert all(len(q) == 0 for q in queues)
     finally:
         assert dispatcher.stop(timeout=30)
+
+
+@pytest.mark.parametrize("thread_count", [2, 3])
+def test_no_second_worker_enters_a_queue_whose_callback_blocks(
+    make_dispatcher, sink_class, gate_class, limited, wait, thread_count
+) -> None:
+    """Events put while a worker is blocked in a queue's callback wait for that worker."""
+    dispatcher = make_dispatcher(thread_count)
+    gate = gate_class()
+    inside: list[str] = []
+    lock = threading.Lock()
+    concurrent: list[int] = []
+    delivered: list[int] = []
+
+    def callback(event: int) -> None:
+        with lock:
+            inside.append(threading.current_thread().name)
+            concurrent.append(len(inside))
+        if event == 0:
+            gate(event)
+        with lock:
+            inside.remove(threading.current_thread().name)
+            delivered.append(event)
+
+    others: list[int] = []
+    queue = dispatcher.new_queue(100)
+    sink = sink_class("blocked", limited, callback)
+    other_queue = dispatcher.new_queue(100)
+    other = sink_class("other", limited, others.append)
+    dispatcher.put(queue, sink, 0)
+    try:
+        assert gate.entered.wait(30)
+        for i in range(1, 21):
+            dispatcher.put(queue, sink, i)
+            dispatcher.put(other_queue, other, i)  # keeps the other workers awake
+            time.sleep(0.001)
+        wait(lambda: len(others) == 20)  # the idle workers had every chance to enter
+        time.sleep(0.05)
+        with lock:
+            assert delivered == [] and concurrent == [1], (delivered, concurrent)
+    finally:
+        gate.release.set()
+    wait(lambda: len(delivered) == 21)
+    assert delivered == list(range(21))
+    assert max(concurrent) == 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
+from ska_tango_scheduler._dispatch import Dispatcher
 from ska_tango_scheduler._queues import Counters, EventQueue
 
 
@@ -15,28 +18,35 @@ class _Sink:
         raise AssertionError
 
 
+def _dispatcher() -> Dispatcher:
+    """A dispatcher whose workers are never started: events stay queued."""
+    return Dispatcher(1, "unstarted", logging.getLogger("test.queues"))
+
+
 def test_fifo_order_and_counts() -> None:
-    queue, sink, totals = EventQueue(10), _Sink(), Counters()
+    dispatcher, sink = _dispatcher(), _Sink()
+    queue = dispatcher.new_queue(10)
     for i in range(5):
-        assert queue._push(sink, i, totals) is None
-    assert [queue._pop(totals)[1] for _ in range(5)] == [0, 1, 2, 3, 4]
-    assert (queue.counters.received, queue.counters.delivered, queue.counters.dropped) == (5, 5, 0)
-    assert totals == queue.counters == sink.counters
+        dispatcher.put(queue, sink, i)
+    assert [payload for _, payload, _ in queue._items] == [0, 1, 2, 3, 4]
+    stamps = [stamp for _, _, stamp in queue._items]
+    assert stamps == sorted(stamps)
+    assert (queue.received, queue.counters.delivered, queue.counters.dropped) == (5, 0, 0)
+    assert dispatcher.received == 5
 
 
 def test_full_queue_drops_oldest_and_counts_exactly() -> None:
-    queue, totals = EventQueue(3), Counters()
+    dispatcher = _dispatcher()
+    queue = dispatcher.new_queue(3)
     a, b = _Sink(), _Sink()
     for i in range(10):
-        queue._push(a if i % 2 else b, i, totals)
+        dispatcher.put(queue, a if i % 2 else b, i)
     assert len(queue) == 3
-    assert [queue._pop(totals)[1] for _ in range(3)] == [7, 8, 9]
-    assert queue.counters.dropped == 7
-    assert a.counters.dropped + b.counters.dropped == 7
+    assert [payload for _, payload, _ in queue._items] == [7, 8, 9]
+    assert queue.counters.dropped == 7 == dispatcher.totals.dropped
     assert b.counters.dropped == 4  # 0, 2, 4, 6
     assert a.counters.dropped == 3  # 1, 3, 5
-    for c in (queue.counters, a.counters, b.counters, totals):
-        assert c.received == c.delivered + c.dropped
+    assert queue.received == 10 == dispatcher.received
 
 
 @pytest.mark.parametrize("size", [0, -1])

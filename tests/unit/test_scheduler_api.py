@@ -237,3 +237,23 @@ def test_threads_are_named_after_the_scheduler() -> None:
     assert names[-3:] == ["named.worker-0", "named.worker-1", "named.worker-2"]
     assert all(n.startswith("named.") for n in names)
     assert sched.is_shutdown
+
+
+@pytest.mark.parametrize("value", ["0.1", [1], True, object()])
+def test_slow_callback_duration_type_checked(value: object) -> None:
+    with pytest.raises(TypeError, match="slow_callback_duration"):
+        CallbackScheduler(slow_callback_duration=value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, -1, -0.5, float("nan"), float("inf")])
+def test_slow_callback_duration_must_be_positive(value: float) -> None:
+    with pytest.raises(ValueError, match="slow_callback_duration"):
+        CallbackScheduler(slow_callback_duration=value)
+
+
+@pytest.mark.parametrize("value", [None, 1, 0.25])
+def test_slow_callback_duration_accepted(value: float | None) -> None:
+    with CallbackScheduler(slow_callback_duration=value) as sched:
+        assert sched.slow_callback_duration == value
+        snap = sched.diagnostics()
+    assert snap.totals.slow_callbacks == 0 and len(snap.workers) == 1
