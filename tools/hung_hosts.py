@@ -9,6 +9,7 @@ registration of a healthy EventSource stream until its first value.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import threading
@@ -18,6 +19,10 @@ import tango
 
 from ska_tango_scheduler import CallbackScheduler
 from ska_tango_scheduler.testing import SilentHost, TangoDatabase, event_source_process
+
+
+def _set(flag: threading.Event, _event: object) -> None:
+    flag.set()
 
 
 def main() -> None:
@@ -38,7 +43,10 @@ def main() -> None:
                 got = threading.Event()
                 started = time.monotonic()
                 sched.register_event_callback(
-                    server.trls[0], "myAttr1", tango.EventType.CHANGE_EVENT, lambda e: got.set()
+                    server.trls[0],
+                    "myAttr1",
+                    tango.EventType.CHANGE_EVENT,
+                    functools.partial(_set, got),
                 ).result(timeout=300)
                 got.wait(300)
                 took = time.monotonic() - started

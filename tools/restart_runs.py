@@ -39,15 +39,18 @@ class Recorder:
         self.events: list[tuple[float, Any]] = []
 
     def __call__(self, event: Any) -> None:
+        """Keep the event with its arrival time."""
         with self.lock:
             self.events.append((time.monotonic(), event))
 
     def snapshot(self) -> list[tuple[float, Any]]:
+        """Return a copy of the events so far."""
         with self.lock:
             return list(self.events)
 
 
 def one_run(database: TangoDatabase, number: int, log_dir: str, down: float) -> dict[str, Any]:
+    """Kill and restart one server under two streams; count what the callbacks saw."""
     server = event_source_process(
         database, f"restart{os.getpid()}x{number}", [f"test/restart{number}/1"], log_dir=log_dir
     )
@@ -113,6 +116,7 @@ def one_run(database: TangoDatabase, number: int, log_dir: str, down: float) -> 
 
 
 def main() -> int:
+    """Run the restart runs and print one line per run and a summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=None)

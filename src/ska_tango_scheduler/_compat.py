@@ -175,6 +175,7 @@ def subscribe(
     attribute: str,
     event_type: tango.EventType,
     callback: Callable[[Any], None],
+    synchronous: bool = False,
 ) -> int:
     """Subscribe, asynchronously where PyTango can.
 
@@ -188,13 +189,21 @@ def subscribe(
         attribute: Attribute name.
         event_type: Event type.
         callback: Called by Tango's event thread.
+        synchronous: Subscribe synchronously on every version (``SyncRead``): the call
+            returns once connected, the current value delivered, and raises on failure.
 
     Returns:
         The Tango subscription id.
 
     Raises:
-        tango.DevFailed: On failure, PyTango < 10.1 only.
+        tango.DevFailed: On failure, PyTango < 10.1 or ``synchronous`` only.
     """
+    if ASYNC_SUBSCRIPTION and synchronous:
+        return int(
+            proxy.subscribe_event(
+                attribute, event_type, callback, sub_mode=tango.EventSubMode.SyncRead
+            )
+        )
     if ASYNC_SUBSCRIPTION:
         return int(
             proxy.subscribe_event(

@@ -411,12 +411,16 @@ class EventStream:
 
     # -- connector thread ----------------------------------------------------
 
-    def connect(self) -> None:
+    def connect(self, synchronous: bool = False) -> None:
         """Make one attempt to connect (connector thread).
 
         Inside a device server that has not finished starting, the attempt
         waits (polling every :data:`STARTUP_POLL` seconds) until it has: see
         :func:`._compat.server_starting`.
+
+        Args:
+            synchronous: Subscribe synchronously, whatever the PyTango version (see
+                :meth:`connect_on_calling_thread`).
         """
         self._retry = None
         if self.closed or self.state is StreamState.CONNECTED:
@@ -439,13 +443,28 @@ class EventStream:
         self.state = StreamState.CONNECTING
         self.ctx.subscribe_calls += 1
         try:
-            subscription = _compat.subscribe(proxy, self.attribute, self.key.event_type, callback)
+            subscription = _compat.subscribe(
+                proxy, self.attribute, self.key.event_type, callback, synchronous=synchronous
+            )
         except Exception as exc:  # noqa: BLE001 - reported to the callbacks
             self._failed(_compat.errors_of(exc), synthetic=True)
             return
         self._subscription = subscription
-        if not _compat.ASYNC_SUBSCRIPTION:
+        if synchronous or not _compat.ASYNC_SUBSCRIPTION:
             self._connected()
+
+    def connect_on_calling_thread(self) -> None:
+        """First attempt of a new stream, made synchronously on the calling thread.
+
+        Private hook for a caller that may hold the device's monitor (see
+        ``CallbackScheduler._register_on_caller_thread``); it runs while the caller
+        holds the device's connector lane, so no other subscription on the proxy runs
+        at the same time. Should the stream have been released meanwhile, closing is
+        handed to the connector.
+        """
+        self.connect(synchronous=True)
+        if self.closed:
+            self.submit(self.close)
 
     def close(self, error: BaseException | None = None) -> None:
         """Cancel retries and the Tango subscription (connector thread).

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, NewType
 
@@ -56,6 +57,38 @@ _SYNC_REGISTER_WAIT = 30.0
 _UNSUBSCRIBE_WAIT = 5.0
 #: Default bound of one step (host check, proxy call) of a connection attempt.
 DEFAULT_ATTEMPT_TIMEOUT = 3.0
+
+
+# Private hook (see _connecting_on_calling_thread): per thread, whether new streams
+# subscribe on the calling thread, and how long such a caller waits for the device's lane.
+_on_calling_thread = threading.local()
+_CALLER_LANE_WAIT = 5.0
+
+
+@contextlib.contextmanager
+def _connecting_on_calling_thread(active: bool = True) -> Iterator[None]:
+    """Private: streams created in this block connect on the calling thread.
+
+    For a caller that may hold the device's monitor (a device subscribing to itself
+    from one of its commands): a connector thread would wait for that monitor while
+    the caller waits for the connector. Covers :meth:`CallbackScheduler.connect_event_stream`
+    as well as registrations (as :meth:`CallbackScheduler._register_on_caller_thread`
+    does): the first subscription attempt of a new stream is made synchronously by the
+    caller, holding the device's connector lane; retries, unsubscription and the rest
+    stay with the connector.
+
+    Args:
+        active: False makes the block do nothing (for callers deciding at run time).
+
+    Yields:
+        Nothing.
+    """
+    previous = getattr(_on_calling_thread, "active", False)
+    _on_calling_thread.active = active
+    try:
+        yield
+    finally:
+        _on_calling_thread.active = previous
 
 
 class SchedulerShutdownError(RuntimeError):
@@ -797,7 +830,10 @@ class CallbackScheduler:
             waiter = stream.waiters[-1][0] if waiting else None
         if created:
             connector = self._ctx.connector
-            if not (on_caller and connector.run_here(key.device, stream.connect, lane_timeout)):
+            if getattr(_on_calling_thread, "active", False) and not on_caller:
+                on_caller, lane_timeout = True, _CALLER_LANE_WAIT
+            here = stream.connect_on_calling_thread
+            if not (on_caller and connector.run_here(key.device, here, lane_timeout)):
                 stream.submit(stream.connect)
         if waiter is not None and not _compat.ASYNC_SUBSCRIPTION and self._wait_for_subscription:
             # A server that is still starting subscribes only once started:
