@@ -40,6 +40,8 @@ def test_pushed_value_reaches_the_callback(event_source):
         scheduler.register_event_callback(
             device, "myAttr3", tango.EventType.CHANGE_EVENT, values
         ).result(timeout=30)
+        # The current value comes first; wait for it before pushing (as in the tutorial).
+        wait_for(lambda: values.values, timeout=30, message="the current value")
         pushed = tango.DeviceProxy(device).Push("myAttr3")
         wait_for(lambda: pushed in values, timeout=30, message="the pushed value")
 
