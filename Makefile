@@ -11,6 +11,7 @@
 #   make demo              run the demo in .venv
 #   make bench             benchmarks against plain PyTango -> docs/benchmarks.md (~7 min)
 #   make bench-quick       benchmark smoke run (< 2 min) -> build/bench-quick/
+#   make interop STB_GIT=DIR  tests/interop against the real ska-tango-base (not part of test)
 #
 # The virtual environments are (re)built when pyproject.toml changes or the PyTango pin
 # changes. Only python3 and access to PyPI are needed.
@@ -27,16 +28,23 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 VENV_STAMP := $(VENV)/.installed-pytango-$(PYTANGO_NEW)
 VENV_OLD_STAMP := $(VENV_OLD)/.installed-pytango-$(PYTANGO_OLD)
-SOURCES := src tests benchmarks
+SOURCES := src tests benchmarks tools
 BENCH_ARGS ?=
 BENCH_STAMP := $(VENV)/.installed-bench
 
+# make interop: the shared set-up script, a git clone of ska-tango-base (lmc-base-classes)
+# holding tag $(STB_TAG), and where the environment goes.
+SHARED ?= ../shared
+STB_GIT ?=
+STB_TAG ?= 1.3.2
+INTEROP ?= build/interop
+
 .PHONY: help test python-lint python-format python-test python-test-old demo venv venv-old \
-	chart-lint docs package-test bench bench-quick \
+	chart-lint docs package-test bench bench-quick interop \
 	clean distclean
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
 
 # Create a virtual environment in $(1); fall back to virtualenv when this Python has no
 # working venv module (e.g. Debian without python3-venv).
@@ -132,6 +140,26 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(VENV)/bin/python -m benchmarks --quick $(BENCH_ARGS)
+
+# The environment holds the COMMITTED HEAD (setup.sh installs it with git archive): it is
+# rebuilt whenever HEAD changes. Commit before running this.
+interop:
+	@if [ -z "$(STB_GIT)" ]; then \
+		echo "make interop: set STB_GIT to a git clone of ska-tango-base" \
+			"(ska-telescope/lmc-base-classes) that holds tag $(STB_TAG)," \
+			"e.g. make interop STB_GIT=/path/to/lmc-base-classes" >&2; exit 2; fi
+	@if [ ! -f "$(SHARED)/interop/setup.sh" ]; then \
+		echo "make interop: $(SHARED)/interop/setup.sh not found; set SHARED" >&2; exit 2; fi
+	@if [ -n "$$(git status --porcelain --untracked-files=no)" ]; then \
+		echo "make interop: note: uncommitted changes are not in the environment (HEAD is)"; fi
+	@head=$$(git rev-parse HEAD); \
+	if [ ! -f "$(INTEROP)/.built-$$head-$(STB_TAG)" ]; then \
+		STB_TAG="$(STB_TAG)" PYTANGO="$(PYTANGO_NEW)" INTEROP="$(abspath $(INTEROP))" \
+			bash "$(SHARED)/interop/setup.sh" "$(STB_GIT)" . && \
+		$(INTEROP)/venv/bin/python -m pip install $(PIP_FLAGS) pytest-timeout && \
+		rm -f $(INTEROP)/.built-* && touch "$(INTEROP)/.built-$$head-$(STB_TAG)"; \
+	fi
+	$(INTEROP)/venv/bin/python -m pytest tests/interop -p no:cacheprovider $(PYTEST_ARGS)
 
 clean:
 	rm -rf build dist docs/_build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \

@@ -69,9 +69,11 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
                 done.set()
 
         started = time.perf_counter()
-        invoke_lrc(on_update, lrc, "Complete", callback_scheduler=scheduler)
+        # Keep the handle until the end: dropping it would stop the callbacks.
+        handle = invoke_lrc(on_update, lrc, "Complete", callback_scheduler=scheduler)
         if not done.wait(_TIMEOUT):
             timeouts += 1
+        handle.unsubscribe_lrc_events()
         return time.perf_counter() - started
 
     one()  # warm up: protocol version, proxies

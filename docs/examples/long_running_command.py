@@ -33,7 +33,7 @@ proxy = tango.DeviceProxy(device)
 scheduler = CallbackScheduler()
 
 subscriptions = invoke_lrc(
-    lrc_callback, proxy, "Progress", 3, callback_scheduler=scheduler
+    lrc_callback, proxy, "Progress", (3,), callback_scheduler=scheduler
 )
 print(f"command id: {subscriptions.command_id}")
 done.wait(timeout=60)

@@ -25,6 +25,8 @@ __all__ = [
     "describe_errors",
     "errors_of",
     "event_reason",
+    "host_not_answering",
+    "is_synchronous",
     "is_subscription_outcome",
     "make_error_event",
     "proxy_key",
@@ -89,6 +91,41 @@ def proxy_key(proxy: tango.DeviceProxy) -> DeviceKey:
     return DeviceKey(proxy.get_dev_host().lower(), int(proxy.get_dev_port()), name, False)
 
 
+def is_synchronous(proxy: tango.DeviceProxy) -> bool:
+    """Tell whether a proxy's calls return results (not futures or coroutines).
+
+    Args:
+        proxy: A device proxy.
+
+    Returns:
+        True for the synchronous green mode.
+    """
+    try:
+        mode = proxy.get_green_mode()
+    except Exception:  # noqa: BLE001 - a proxy without green modes is synchronous
+        return True
+    return bool(mode == tango.GreenMode.Synchronous)
+
+
+def host_not_answering(key: DeviceKey, problem: str) -> tango.DevFailed:
+    """Make the error of a device whose Tango host does not answer.
+
+    Args:
+        key: The device.
+        problem: What the host check found.
+
+    Returns:
+        A ``DevFailed`` with reason ``API_CantConnectToDatabase`` (or
+        ``API_CantConnectToDevice`` for a device named without a database).
+    """
+    err = tango.DevError()
+    err.reason = "API_CantConnectToDatabase" if key.dbase else "API_CantConnectToDevice"
+    err.desc = f"Cannot reach {key.trl}: {problem}"
+    err.origin = "ska_tango_scheduler"
+    err.severity = tango.ErrSeverity.ERR
+    return tango.DevFailed(err)
+
+
 def create_proxy(key: DeviceKey) -> tango.DeviceProxy:
     """Create a proxy to a device (may raise ``DevFailed``).
 
@@ -106,6 +143,7 @@ def subscribe(
     attribute: str,
     event_type: tango.EventType,
     callback: Callable[[Any], None],
+    synchronous: bool = False,
 ) -> int:
     """Subscribe, asynchronously where PyTango can.
 
@@ -119,13 +157,21 @@ def subscribe(
         attribute: Attribute name.
         event_type: Event type.
         callback: Called by Tango's event thread.
+        synchronous: Subscribe synchronously on every version (``SyncRead``): the call
+            returns once connected, the current value delivered, and raises on failure.
 
     Returns:
         The Tango subscription id.
 
     Raises:
-        tango.DevFailed: On failure, PyTango < 10.1 only.
+        tango.DevFailed: On failure, PyTango < 10.1 or ``synchronous`` only.
     """
+    if ASYNC_SUBSCRIPTION and synchronous:
+        return int(
+            proxy.subscribe_event(
+                attribute, event_type, callback, sub_mode=tango.EventSubMode.SyncRead
+            )
+        )
     if ASYNC_SUBSCRIPTION:
         return int(
             proxy.subscribe_event(

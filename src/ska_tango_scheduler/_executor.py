@@ -1,9 +1,17 @@
-"""A single thread that runs jobs in order, now or after a delay.
+"""Connector threads: jobs serialised per lane, lanes run in parallel.
 
 Part of the pure core: no :mod:`tango` import. The scheduler runs every
-Tango subscribe and unsubscribe on one such thread, which serialises them per
-device proxy (two concurrent subscriptions on one proxy can duplicate
-events) and keeps them off user threads.
+Tango subscribe, unsubscribe and probe of a device in that device's *lane*:
+jobs of one lane run one at a time, in order (two concurrent subscriptions on
+one proxy can duplicate events), while lanes of different devices run on up
+to ``max_threads`` threads at once, so a device whose attempt hangs holds up
+only its own lane.
+
+Threads are started on demand and are not daemon threads: when the
+interpreter exits, a hook closes every pool first (no new job starts), so the
+exit waits for jobs already inside Tango to come back instead of finalising
+under them (a thread that comes back from Tango into a finalising
+interpreter aborts the process).
 """
 
 from __future__ import annotations
@@ -14,11 +22,16 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-__all__ = ["SerialExecutor", "TimerHandle"]
+__all__ = ["ConnectorPool", "TimerHandle"]
+
+#: Threads a pool starts at most (see :class:`ConnectorPool`).
+DEFAULT_MAX_THREADS = 8
 
 
 class TimerHandle:
@@ -35,58 +48,73 @@ class TimerHandle:
         self.cancelled = True
 
 
-class SerialExecutor:
-    """Run callables one at a time on a dedicated thread."""
+_Job = tuple[TimerHandle, Callable[[], None]]
+
+
+class _Lane:
+    __slots__ = ("busy", "jobs", "owner")
+
+    def __init__(self) -> None:
+        self.jobs: deque[_Job] = deque()
+        self.busy = False
+        self.owner: threading.Thread | None = None
+
+
+class ConnectorPool:
+    """Run jobs one at a time per lane, lanes in parallel on a few threads.
+
+    Args:
+        name: Prefix of the threads' names.
+        logger: Where exceptions of jobs are reported.
+        thread_context: Context each thread runs inside.
+        max_threads: How many lanes may run at once.
+    """
 
     def __init__(
         self,
         name: str,
         logger: logging.Logger,
         thread_context: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+        max_threads: int = DEFAULT_MAX_THREADS,
     ) -> None:
-        """Create and start the executor thread.
-
-        Args:
-            name: Name of the thread.
-            logger: Where exceptions of jobs are reported.
-            thread_context: Context the thread runs inside.
-        """
+        """Create the pool; threads start with the first jobs."""
+        self._name = name
         self._logger = logger
         self._thread_context = thread_context
+        self._max_threads = max(1, max_threads)
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, TimerHandle, Callable[[], None]]] = []
+        self._timers: list[tuple[float, int, TimerHandle, Hashable, Callable[[], None]]] = []
         self._seq = itertools.count()
+        self._lanes: dict[Hashable, _Lane] = {}
+        self._ready: deque[Hashable] = deque()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
+        self._timer_thread: threading.Thread | None = None
+        _live_pools.add(self)
+
+    # -- introspection --------------------------------------------------------
 
     @property
-    def thread(self) -> threading.Thread:
-        """The executor thread."""
-        return self._thread
+    def threads(self) -> tuple[threading.Thread, ...]:
+        """The pool's threads started so far (connectors and timer)."""
+        with self._cond:
+            extra = [self._timer_thread] if self._timer_thread is not None else []
+            return (*self._threads, *extra)
 
-    def in_executor(self) -> bool:
-        """Tell whether the caller runs on the executor thread."""
-        return threading.current_thread() is self._thread
+    def in_pool(self) -> bool:
+        """Tell whether the caller runs a job of this pool."""
+        current = threading.current_thread()
+        with self._cond:
+            return any(lane.owner is current for lane in self._lanes.values())
 
-    def submit(self, job: Callable[[], None]) -> TimerHandle:
-        """Run ``job`` as soon as the jobs before it are done.
+    # -- submitting -------------------------------------------------------------
 
-        Args:
-            job: The callable.
-
-        Returns:
-            A handle to cancel it.
-        """
-        return self.call_later(0.0, job)
-
-    def call_later(self, delay: float, job: Callable[[], None]) -> TimerHandle:
-        """Run ``job`` after ``delay`` seconds.
-
-        Jobs due at the same time run in submission order.
+    def submit(self, lane: Hashable, job: Callable[[], None]) -> TimerHandle:
+        """Run ``job`` in ``lane`` once the lane's earlier jobs are done.
 
         Args:
-            delay: Seconds from now.
+            lane: Jobs of one lane never run at the same time.
             job: The callable.
 
         Returns:
@@ -97,67 +125,249 @@ class SerialExecutor:
             if self._closing:
                 handle.cancelled = True
                 return handle
-            due = time.monotonic() + max(delay, 0.0)
-            heapq.heappush(self._heap, (due, next(self._seq), handle, job))
-            self._cond.notify()
+            self._enqueue(lane, handle, job)
         return handle
 
-    def close(self, final_jobs: Sequence[Callable[[], None]], timeout: float | None) -> bool:
-        """Stop the thread once the jobs that are due and ``final_jobs`` have run.
-
-        Jobs already due (submitted, or whose delay has passed) still run, in
-        order, so that work handed over before closing (an unsubscription,
-        say) is not lost; jobs scheduled for later are cancelled.
+    def call_later(self, delay: float, lane: Hashable, job: Callable[[], None]) -> TimerHandle:
+        """Run ``job`` in ``lane`` after ``delay`` seconds.
 
         Args:
-            final_jobs: Jobs run after the due ones, before the thread ends.
-            timeout: Seconds to wait for them; None waits as long as they take.
+            delay: Seconds from now.
+            lane: As for :meth:`submit`.
+            job: The callable.
 
         Returns:
-            True if the thread ended within the timeout (always True when
-            called from the executor thread itself, which ends once it has
-            run the remaining jobs after the current one).
+            A handle to cancel it.
+        """
+        if delay <= 0:
+            return self.submit(lane, job)
+        handle = TimerHandle()
+        with self._cond:
+            if self._closing:
+                handle.cancelled = True
+                return handle
+            due = time.monotonic() + delay
+            heapq.heappush(self._timers, (due, next(self._seq), handle, lane, job))
+            if self._timer_thread is None:
+                self._timer_thread = threading.Thread(
+                    target=self._run_timers, name=f"{self._name}.timer", daemon=True
+                )
+                self._timer_thread.start()
+            self._cond.notify_all()
+        return handle
+
+    def run_here(self, lane: Hashable, job: Callable[[], None], timeout: float | None) -> bool:
+        """Run ``job`` on the calling thread, holding ``lane`` meanwhile.
+
+        For callers that must make a Tango call themselves (for example
+        because they hold a device's monitor that a connector thread would
+        wait for). The lane's serialisation is kept: the caller waits until
+        no job of the lane runs, and the lane's queued jobs wait for this one.
+
+        Args:
+            lane: The lane.
+            job: The callable; its exceptions propagate to the caller.
+            timeout: Seconds to wait for the lane; None waits as long as needed.
+
+        Returns:
+            True if the job ran, False if the lane stayed busy or the pool closed.
+        """
+        current = threading.current_thread()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            lane_state = self._lanes.setdefault(lane, _Lane())
+            if lane_state.owner is current:
+                reentrant = True
+            else:
+                reentrant = False
+                while lane_state.busy and not self._closing:
+                    wait = None if deadline is None else deadline - time.monotonic()
+                    if wait is not None and wait <= 0:
+                        return False
+                    self._cond.wait(wait)
+                if self._closing:
+                    return False
+                lane_state.busy = True
+                lane_state.owner = current
+        if reentrant:
+            job()
+            return True
+        try:
+            job()
+        finally:
+            with self._cond:
+                self._release(lane, lane_state)
+        return True
+
+    def notify(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on a short-lived thread of its own (never on a connector).
+
+        Used to complete futures that have done-callbacks: user code that
+        must stall neither connects nor the completion of other futures.
+
+        Args:
+            job: The callable.
+        """
+
+        def run() -> None:
+            try:
+                job()
+            except Exception:  # noqa: BLE001 - nothing above to report to
+                self._logger.exception("Scheduler notification %r failed", job)
+
+        threading.Thread(target=run, name=f"{self._name}.futures", daemon=True).start()
+
+    # -- closing ----------------------------------------------------------------
+
+    def close(
+        self, final_jobs: Sequence[tuple[Hashable, Callable[[], None]]], timeout: float | None
+    ) -> bool:
+        """Stop the pool once the queued jobs and ``final_jobs`` have run.
+
+        Jobs already queued (submitted, or whose delay has passed) still run,
+        in order per lane, so that work handed over before closing (an
+        unsubscription, say) is not lost; jobs scheduled for later are
+        cancelled.
+
+        Args:
+            final_jobs: ``(lane, job)`` pairs run after the queued jobs of their lane.
+            timeout: Seconds to wait for the threads; None waits as long as
+                they take.
+
+        Returns:
+            True if every connector thread ended within the timeout (the
+            caller's own thread, if it is one, is not waited for).
         """
         with self._cond:
-            now = time.monotonic()
-            due = []
-            for item in self._heap:
-                if item[0] <= now:
-                    due.append(item)
-                else:
-                    item[2].cancelled = True
-            for job in final_jobs:
-                due.append((now, next(self._seq), TimerHandle(), job))
-            heapq.heapify(due)
-            self._heap = due
+            for item in self._timers:
+                item[2].cancel()
+            self._timers.clear()
+            for lane, job in final_jobs:
+                self._enqueue(lane, TimerHandle(), job)
             self._closing = True
-            self._cond.notify()
-        if self.in_executor():
-            return True
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+            threads = list(self._threads)
+            self._cond.notify_all()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is current:
+                continue
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        timer = self._timer_thread
+        if timer is not None and timer is not current:
+            timer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in threads if t is not current)
+
+    def abandon(self) -> None:
+        """Drop every job not yet started and stop the threads (interpreter exit)."""
+        with self._cond:
+            for item in self._timers:
+                item[2].cancel()
+            self._timers.clear()
+            for lane in self._lanes.values():
+                lane.jobs.clear()
+            self._ready.clear()
+            self._closing = True
+            self._cond.notify_all()
+
+    # -- internals (lock held) --------------------------------------------------
+
+    def _enqueue(self, lane: Hashable, handle: TimerHandle, job: Callable[[], None]) -> None:
+        lane_state = self._lanes.setdefault(lane, _Lane())
+        lane_state.jobs.append((handle, job))
+        if not lane_state.busy and len(lane_state.jobs) == 1:
+            self._ready.append(lane)
+        if self._idle == 0 and len(self._threads) < self._max_threads:
+            self._start_thread()
+        self._cond.notify_all()
+
+    def _release(self, lane: Hashable, lane_state: _Lane) -> None:
+        lane_state.busy = False
+        lane_state.owner = None
+        if lane_state.jobs:
+            self._ready.append(lane)
+        elif self._lanes.get(lane) is lane_state:
+            del self._lanes[lane]
+        self._cond.notify_all()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=not _exit_hook
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    # -- threads ----------------------------------------------------------------
 
     def _run(self) -> None:
+        current = threading.current_thread()
         with self._thread_context():
             while True:
                 with self._cond:
                     while True:
-                        if self._heap:
-                            due = self._heap[0][0]
-                            wait = due - time.monotonic()
-                            if wait <= 0:
-                                _, _, handle, job = heapq.heappop(self._heap)
-                                break
-                            self._cond.wait(wait)
-                        elif self._closing:
+                        lane = self._next_ready()
+                        if lane is not None:
+                            break
+                        if self._closing:
                             return
-                        else:
-                            self._cond.wait()
-                if not handle.cancelled:
-                    self._run_one(job)
+                        self._idle += 1
+                        self._cond.wait()
+                        self._idle -= 1
+                    lane_state = self._lanes[lane]
+                    handle, job = lane_state.jobs.popleft()
+                    lane_state.busy = True
+                    lane_state.owner = current
+                try:
+                    if not handle.cancelled:
+                        self._run_one(job)
+                finally:
+                    with self._cond:
+                        self._release(lane, lane_state)
+
+    def _next_ready(self) -> Hashable | None:
+        while self._ready:
+            lane = self._ready.popleft()
+            lane_state = self._lanes.get(lane)
+            if lane_state is not None and not lane_state.busy and lane_state.jobs:
+                return lane
+        return None
+
+    def _run_timers(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closing:
+                        return
+                    if self._timers:
+                        wait = self._timers[0][0] - time.monotonic()
+                        if wait <= 0:
+                            _, _, handle, lane, job = heapq.heappop(self._timers)
+                            if not handle.cancelled:
+                                self._enqueue(lane, handle, job)
+                            continue
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
 
     def _run_one(self, job: Callable[[], None]) -> None:
         try:
             job()
         except Exception:  # noqa: BLE001 - keep the thread alive
             self._logger.exception("Scheduler job %r failed", job)
+
+
+_live_pools: weakref.WeakSet[ConnectorPool] = weakref.WeakSet()
+
+
+def _at_exit() -> None:
+    """Close every pool before the interpreter joins its non-daemon threads."""
+    for pool in list(_live_pools):
+        pool.abandon()
+
+
+# Without the hook (an interpreter that lacks it), connector threads are
+# daemon threads, so that they never keep the process from exiting.
+_exit_hook = False
+with contextlib.suppress(AttributeError, RuntimeError):  # private, but since Python 3.9
+    threading._register_atexit(_at_exit)  # type: ignore[attr-defined]  # noqa: SLF001
+    _exit_hook = True

@@ -2,7 +2,12 @@
 
 A stream is (device, attribute, event type). Tango's event thread only hands
 its events to the dispatcher; everything that calls Tango to connect or
-disconnect runs on the scheduler's single connector thread, in order.
+disconnect runs on the scheduler's connector threads, in the device's lane:
+one job at a time per device (so subscribe and unsubscribe on one proxy never
+overlap), several devices at once. Before a proxy is created, the device's
+Tango host is asked with a bounded pure-Python ping (:mod:`._hostprobe`),
+so a host that accepts connections but never answers costs its own streams
+one bounded wait per attempt and never enters Tango.
 
 Connecting, by PyTango version:
 
@@ -19,7 +24,16 @@ Connecting, by PyTango version:
   error event for the callbacks, and is retried on the back-off schedule.
 
 Once a subscription has connected it is never renewed by the scheduler: if
-the server goes away later, Tango's keep-alive re-subscribes when it is back.
+the server goes away later, Tango's keep-alive re-subscribes when it is back
+(within its 10 s tick). Subscribing afresh ourselves on the restarted server
+raced that keep-alive: the event channel, still marked lost, was timed out
+and re-subscribed once more a few seconds later, giving every stream of the
+server a second ``API_EventTimeout`` and its current value twice.
+
+A callback registered on a stream that already exists is first given the
+stream's last delivered event (value or error) through the stream's queue,
+unless an event reached it before that catch-up item came up (then it already
+has a current value); see :class:`CatchUp`.
 When a device proxy cannot be created (the device is not in the database
 yet), every failed try is reported to the callbacks as a synthetic error
 event and retried on the back-off schedule.
@@ -46,11 +60,19 @@ from ._dispatch import (
     report_slow,
     run_callbacks,
 )
-from ._executor import SerialExecutor, TimerHandle
+from ._executor import ConnectorPool, TimerHandle
+from ._hostprobe import HostProbe
 from ._queues import Counters, EventQueue
 from ._trl import DeviceKey
 
-__all__ = ["PERMANENT_REASONS", "EventStream", "StreamContext", "StreamKey", "StreamState"]
+__all__ = [
+    "PERMANENT_REASONS",
+    "CatchUp",
+    "EventStream",
+    "StreamContext",
+    "StreamKey",
+    "StreamState",
+]
 
 #: Error reasons that retrying every second cannot mend; such failures are
 #: retried no more often than every :data:`SLOW_RETRY` seconds.
@@ -100,7 +122,9 @@ class StreamContext:
         lock: The scheduler's registry lock (never held while calling user
             code or Tango).
         dispatcher: The worker pool.
-        executor: The connector thread.
+        connector: The connector threads (one lane per device).
+        probe: Bounded check that a device's Tango host answers.
+        attempt_timeout: Seconds one Tango call of an attempt may take.
         policy: Back-off policy.
         logger: Where the scheduler logs.
         limited: Rate-limited logger.
@@ -113,7 +137,9 @@ class StreamContext:
 
     lock: threading.Lock
     dispatcher: Dispatcher
-    executor: SerialExecutor
+    connector: ConnectorPool
+    probe: HostProbe
+    attempt_timeout: float
     policy: BackoffPolicy
     logger: logging.Logger
     limited: RateLimitedLogger
@@ -137,10 +163,71 @@ class StreamContext:
         with self.lock:
             proxy = self.proxies.get(key)
         if proxy is None:
-            proxy = _compat.create_proxy(key)
+            proxy = self.new_proxy(key)
             with self.lock:
                 proxy = self.proxies.setdefault(key, proxy)
         return proxy
+
+    def forget_host(self, key: DeviceKey) -> None:
+        """Check a device's host again before the next proxy (after a failure).
+
+        Args:
+            key: The device.
+        """
+        if key.host and key.port is not None:
+            self.probe.forget(key.host, key.port)
+
+    def new_proxy(self, key: DeviceKey) -> tango.DeviceProxy:
+        """Create a proxy once the device's host answers a bounded ping.
+
+        Args:
+            key: The device.
+
+        Returns:
+            The proxy, its timeout set to ``attempt_timeout``.
+
+        Raises:
+            tango.DevFailed: If the host does not answer or the proxy cannot
+                be created.
+        """
+        if key.host and key.port is not None:
+            problem = self.probe.check(key.host, key.port)
+            if problem is not None:
+                raise _compat.host_not_answering(key, problem)
+        proxy = _compat.create_proxy(key)
+        proxy.set_timeout_millis(max(1, int(self.attempt_timeout * 1000)))
+        return proxy
+
+
+class CatchUp:
+    """Queue item giving a late callback the stream's last delivered event.
+
+    It goes through the stream's queue behind the events already queued, so
+    the new callback sees the current value in order; the callbacks already
+    registered see nothing of it. It is its own sink, so the stream's
+    counters count Tango events only.
+
+    Attributes:
+        stream: The stream.
+        registration: The new callback.
+        counters: Accounting of catch-up items (queue totals include them).
+    """
+
+    __slots__ = ("counters", "registration", "stream")
+
+    def __init__(self, stream: EventStream, registration: CallbackRegistration) -> None:
+        """Make the item for one new registration."""
+        self.stream = stream
+        self.registration = registration
+        self.counters = Counters()
+
+    def deliver(self, payload: Any) -> None:
+        """Give the registration the last event if no event reached it yet.
+
+        Args:
+            payload: Unused.
+        """
+        self.stream.catch_up(self.registration)
 
 
 class EventStream:
@@ -189,6 +276,9 @@ class EventStream:
         self._subscription: int | None = None
         self._generation = 0
         self._retry: TimerHandle | None = None
+        self._established = False
+        self.last_event: Any = None
+        self.pending_catch_up: set[int] = set()
 
     # -- Tango's event thread ------------------------------------------------
 
@@ -214,7 +304,7 @@ class EventStream:
         if event.err:
             self.last_error = _compat.describe_errors(event.errors)
         if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
-            self.ctx.executor.submit(lambda: self._on_outcome(generation, event))
+            self.submit(lambda: self._on_outcome(generation, event))
         elif event.err and self.state is StreamState.CONNECTED:
             self.state = StreamState.FAILING
         elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
@@ -233,6 +323,9 @@ class EventStream:
             payload: The event.
         """
         registrations = self.registrations
+        self.last_event = payload
+        if self.pending_catch_up:
+            self.pending_catch_up.difference_update(r.callback_id for r in registrations)
         self._delivering = registrations
         counters = self.counters
         several = len(registrations) > 1
@@ -269,33 +362,94 @@ class EventStream:
         self.queue.counters.slow_callbacks += 1
         self.ctx.dispatcher.count_callback_errors(0, 1)
 
+    def add_late(self, registration: CallbackRegistration) -> None:
+        """Register a callback on an existing stream and queue its catch-up.
+
+        Called under the context lock.
+
+        Args:
+            registration: The new callback.
+        """
+        self.pending_catch_up.add(registration.callback_id)
+        self.registrations = (*self.registrations, registration)
+        self.ctx.dispatcher.put(self.queue, CatchUp(self, registration), None)
+
+    def catch_up(self, registration: CallbackRegistration) -> None:
+        """Deliver the last event to a late callback (worker thread).
+
+        Args:
+            registration: The new callback.
+        """
+        if registration.callback_id not in self.pending_catch_up:
+            return  # an event reached it already
+        self.pending_catch_up.discard(registration.callback_id)
+        event = self.last_event
+        if event is None or not registration.active:
+            return
+        failures = run_callbacks((registration,), event, self.counters, self.ctx.limited, self.name)
+        if failures:
+            self.ctx.dispatcher.count_callback_errors(failures)
+
+    def submit(self, job: Callable[[], None]) -> TimerHandle:
+        """Run ``job`` in this device's connector lane.
+
+        Args:
+            job: The callable.
+
+        Returns:
+            A handle to cancel it.
+        """
+        return self.ctx.connector.submit(self.key.device, job)
+
     # -- connector thread ----------------------------------------------------
 
-    def connect(self) -> None:
-        """Make one attempt to connect (connector thread)."""
+    def connect(self, synchronous: bool = False) -> None:
+        """Make one attempt to connect (connector thread).
+
+        Args:
+            synchronous: Subscribe synchronously, whatever the PyTango version (see
+                :meth:`connect_on_calling_thread`).
+        """
         self._retry = None
         if self.closed or self.state is StreamState.CONNECTED:
             return
         try:
             proxy = self._proxy or self.ctx.proxy_for(self.key.device)
         except Exception as exc:  # noqa: BLE001 - reported to the callbacks
+            self.ctx.forget_host(self.key.device)
             self._failed(_compat.errors_of(exc), synthetic=True)
             return
         self._proxy = proxy
         if self._subscription is not None:
             self._unsubscribe()
         self._generation += 1
+        self._established = False
         callback = self._tango_callback(self._generation)
         self.state = StreamState.CONNECTING
         self.ctx.subscribe_calls += 1
         try:
-            subscription = _compat.subscribe(proxy, self.attribute, self.key.event_type, callback)
+            subscription = _compat.subscribe(
+                proxy, self.attribute, self.key.event_type, callback, synchronous=synchronous
+            )
         except Exception as exc:  # noqa: BLE001 - reported to the callbacks
             self._failed(_compat.errors_of(exc), synthetic=True)
             return
         self._subscription = subscription
-        if not _compat.ASYNC_SUBSCRIPTION:
+        if synchronous or not _compat.ASYNC_SUBSCRIPTION:
             self._connected()
+
+    def connect_on_calling_thread(self) -> None:
+        """First attempt of a new stream, made synchronously on the calling thread.
+
+        Private hook for a caller that may hold the device's monitor (see
+        ``CallbackScheduler._register_on_caller_thread``); it runs while the caller
+        holds the device's connector lane, so no other subscription on the proxy runs
+        at the same time. Should the stream have been released meanwhile, closing is
+        handed to the connector.
+        """
+        self.connect(synchronous=True)
+        if self.closed:
+            self.submit(self.close)
 
     def close(self, error: BaseException | None = None) -> None:
         """Cancel retries and the Tango subscription (connector thread).
@@ -323,13 +477,24 @@ class EventStream:
         with self.ctx.lock:
             waiters, self.waiters = self.waiters, []
             self.outcome_known = True
-        for future, value in waiters:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
+        if not waiters:
+            return
+
+        def complete() -> None:
+            for future, value in waiters:
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(value)
+                else:
+                    future.set_exception(error)
+
+        # Done-callbacks are user code: never on a connector thread. Futures
+        # without any (the usual case: the caller waits on result()) complete here.
+        if any(getattr(f, "_done_callbacks", True) for f, _ in waiters):
+            self.ctx.connector.notify(complete)
+        else:
+            complete()
 
     def _unsubscribe(self) -> None:
         subscription, self._subscription = self._subscription, None
@@ -343,6 +508,16 @@ class EventStream:
     def _on_outcome(self, generation: int, event: Any) -> None:
         if self.closed or generation != self._generation:
             return
+        if self._established:
+            # Tango's keep-alive reports on a subscription that had connected:
+            # it re-subscribes by itself; a subscription of ours would race it.
+            if event.err:
+                self.state = StreamState.FAILING
+                self.last_error = _compat.describe_errors(tuple(event.errors))
+            else:
+                self.state = StreamState.CONNECTED
+                self.last_error = ""
+            return
         if event.err:
             self._failed(tuple(event.errors), synthetic=False)
         else:
@@ -354,6 +529,7 @@ class EventStream:
                 "%s connected after %d failed attempt(s)", self.name, self.backoff.attempts
             )
         self.state = StreamState.CONNECTED
+        self._established = True
         self.last_error = ""
         if self._retry is not None:
             self._retry.cancel()
@@ -382,7 +558,7 @@ class EventStream:
         if self._subscription is not None and permanent:
             self.backoff.next_attempt_at = None
         else:
-            self._retry = self.ctx.executor.call_later(delay, self._retry_now)
+            self._retry = self.ctx.connector.call_later(delay, self.key.device, self._retry_now)
         self.resolve_waiters()
 
     def _retry_now(self) -> None:
@@ -395,12 +571,13 @@ class EventStream:
             # Ping through a new proxy: a proxy whose connection failed does not
             # try to connect again for about a second, whatever the back-off says.
             try:
-                proxy = _compat.create_proxy(self.key.device)
+                proxy = self.ctx.new_proxy(self.key.device)
                 proxy.ping()
             except Exception as exc:  # noqa: BLE001 - still down
+                self.ctx.forget_host(self.key.device)
                 text = _compat.describe_errors(_compat.errors_of(exc))
                 delay = self.backoff.failed(self.ctx.policy, text)
-                self._retry = self.ctx.executor.call_later(delay, self._retry_now)
+                self._retry = self.ctx.connector.call_later(delay, self.key.device, self._retry_now)
                 return
             self._unsubscribe()  # through the old proxy, before it is replaced
             self._proxy = proxy

@@ -3,14 +3,62 @@
 Part of the pure core: no :mod:`tango` import. A device named by a
 ``DeviceProxy`` and by a TRL string must land on the same key, so keys use
 lower-case names and the database host and port the name resolves through.
+Hosts that name this machine (``localhost``, any loopback address, this
+machine's host name and its addresses) compare equal, so one database named
+three ways is one key.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import re
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 
-__all__ = ["DeviceKey", "parse_device_trl", "split_tango_host"]
+__all__ = ["DeviceKey", "canonical_host", "parse_device_trl", "split_tango_host"]
+
+
+@functools.lru_cache(maxsize=1)
+def _own_names() -> frozenset[str]:
+    names = {"localhost"}
+    try:
+        hostname = socket.gethostname().lower()
+        names.update({hostname, hostname.split(".")[0]})
+        full, aliases, addresses = socket.gethostbyname_ex(hostname)
+        names.update(n.lower() for n in (full, *aliases, *addresses))
+    except OSError:
+        pass
+    return frozenset(names)
+
+
+@functools.lru_cache(maxsize=256)
+def canonical_host(host: str) -> str:
+    """Return one spelling for every name of this machine, else the host in lower case.
+
+    No name service is asked beyond this machine's own name (once), so the
+    call never waits on DNS for other hosts.
+
+    Args:
+        host: A host name or address.
+
+    Returns:
+        ``"localhost"`` for loopback addresses and this machine's names and
+        addresses; otherwise the lower-case host (an IP address normalised).
+    """
+    name = host.strip().lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        address = None
+    if address is not None:
+        if address.is_loopback or str(address) in _own_names():
+            return "localhost"
+        return str(address)
+    if name in _own_names() or name.startswith("localhost."):
+        return "localhost"
+    return name
+
 
 _TRL = re.compile(
     r"""^(?:(?:tango:)?//(?P<host>[^/:]+):(?P<port>\d+)/)?
@@ -30,12 +78,19 @@ class DeviceKey:
         port: Its port, or None if unknown.
         name: ``domain/family/member`` in lower case.
         dbase: False for a device reached without a database (``#dbase=no``).
+        site: :func:`canonical_host` of ``host``; keys compare on it, not on
+            ``host``, so the first spelling seen is the one shown.
     """
 
-    host: str
+    host: str = field(compare=False)
     port: int | None
     name: str
     dbase: bool = True
+    site: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Compute the host's canonical spelling, which keys compare on."""
+        object.__setattr__(self, "site", canonical_host(self.host) if self.host else "")
 
     @property
     def trl(self) -> str:
@@ -94,10 +149,12 @@ def parse_device_trl(text: str, default_tango_host: str | None) -> DeviceKey:
     Raises:
         TypeError: If ``text`` is not a string.
         ValueError: If ``text`` is not a device TRL (an attribute TRL with
-            four parts, for instance).
+            four parts, for instance, or a name with non-ASCII characters).
     """
     if not isinstance(text, str):
         raise TypeError(f"a device must be a tango.DeviceProxy or a TRL string, got {text!r}")
+    if not text.isascii():
+        raise ValueError(f"{text!r} is not a device TRL: Tango names are ASCII")
     match = _TRL.match(text.strip())
     if match is None:
         raise ValueError(

@@ -5,7 +5,11 @@ the command afterwards reaches clients as change events. :func:`invoke_lrc` hide
 protocol: it subscribes to the device's LRC event streams, invokes the command, and
 calls ``lrc_callback`` with keyword arguments (``status``, ``progress``, ``result``,
 ``error`` and any further keys the device sends) about this one command, until the
-command reaches a terminal status.
+command ends. Its signature and meaning are ska-tango-base's: ``command_args`` is a
+tuple unpacked into the command call, and dropping the returned handle stops the
+callbacks. Unlike ska-tango-base's client it always ends: a command whose device dies
+or forgets it ends with ``status=TaskStatus.NOT_FOUND`` or an ``error=`` saying the
+outcome is lost.
 
 Both wire versions are spoken. Version 2 uses one attribute, ``_lrcEvent``; version 1
 uses ``longRunningCommandStatus``, ``longRunningCommandProgress`` and
@@ -24,13 +28,17 @@ from __future__ import annotations
 import atexit
 import collections
 import concurrent.futures
+import heapq
 import inspect
+import itertools
 import json
 import logging
+import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import tango
 
@@ -49,13 +57,17 @@ from .scheduler import (
     SchedulerShutdownError,
     StreamNotFoundError,
     UnknownCallbackError,
+    _connecting_on_calling_thread,
 )
 
 __all__ = [
+    "CHECK_INTERVAL_MAX",
     "EARLY_EVENT_LIMIT",
     "EVENTS_DROPPED_REASON",
     "INVOKE_FAILED_REASON",
     "LRC_QUEUE_SIZE",
+    "OUTCOME_LOST_AFTER",
+    "OUTCOME_LOST_REASON",
     "REGISTRATION_TIMEOUT",
     "SUPPORTED_PROTOCOL_VERSIONS",
     "CommandError",
@@ -97,6 +109,28 @@ INVOKE_FAILED_REASON = "SKA_InvokeLrcFailed"
 EVENTS_DROPPED_REASON = "SKA_LrcEventsDropped"
 """Reason of the error passed as ``error=`` when LRC events may have been lost."""
 
+OUTCOME_LOST_AFTER = 30.0
+"""Seconds a device may stay unreachable before its command's outcome is given up as lost.
+
+Counted from the first sign of trouble (an error event on an LRC stream, or a status
+check the device did not answer). The callback then gets a last call with ``error=``
+(reason :data:`OUTCOME_LOST_REASON`) and the invocation ends.
+"""
+
+OUTCOME_LOST_REASON = "SKA_LrcOutcomeLost"
+"""Reason of the final ``error=`` of an invocation whose device stayed away too long."""
+
+CHECK_INTERVAL_MAX = 10.0
+"""Longest time, in seconds, an unfinished invocation goes without hearing of its command.
+
+After that the device is asked for the command's status (see :func:`invoke_lrc`); the
+interval starts at 1 s and doubles while nothing is heard.
+"""
+_CHECK_INTERVAL_MIN = 1.0
+# How often a device in trouble is asked again.
+_TROUBLE_INTERVAL = 1.0
+_CHECK_THREADS = 4
+
 _SUBSCRIPTION_TIMEOUT_REASON = "SKA_LrcSubscriptionTimeout"
 _VERSIONS_ATTRIBUTE = "lrcProtocolVersions"
 _V2_ATTRIBUTES = ("_lrcEvent",)
@@ -113,12 +147,37 @@ LrcCallback = Callable[..., None]
 """A callback taking ``status``, ``progress``, ``result``, ``error`` and ``**kwargs``."""
 
 
-class CommandError(RuntimeError):
-    """The device rejected the long running command (reply ``ResultCode.REJECTED``)."""
+def _ska_tango_base_faults() -> tuple[type[Exception], type[Exception]]:
+    """ska-tango-base's ``CommandError`` and ``ResultCodeError``, when it is importable."""
+    try:
+        from ska_tango_base import faults  # type: ignore[import-not-found,unused-ignore]
+    except Exception:  # noqa: BLE001 - not installed, or broken: use the plain bases
+        return RuntimeError, ValueError
+    return faults.CommandError, faults.ResultCodeError
 
 
-class ResultCodeError(ValueError):
-    """The device replied with a result code other than QUEUED, STARTED or REJECTED."""
+if TYPE_CHECKING:
+    _CommandErrorBase = RuntimeError
+    _ResultCodeErrorBase = ValueError
+else:
+    _CommandErrorBase, _ResultCodeErrorBase = _ska_tango_base_faults()
+
+
+class CommandError(_CommandErrorBase):
+    """The device rejected the long running command (reply ``ResultCode.REJECTED``).
+
+    A :class:`RuntimeError`. When ska-tango-base is importable it is also an instance of
+    ``ska_tango_base.faults.CommandError``, so ``except`` clauses written for
+    ska-tango-base's ``invoke_lrc`` catch it.
+    """
+
+
+class ResultCodeError(_ResultCodeErrorBase):
+    """The device replied with a result code other than QUEUED, STARTED or REJECTED.
+
+    A :class:`ValueError`. When ska-tango-base is importable it is also an instance of
+    ``ska_tango_base.faults.ResultCodeError``.
+    """
 
 
 class NoCommonProtocolVersionError(RuntimeError):
@@ -277,32 +336,40 @@ _pinned_lock = threading.Lock()
 
 
 def connect_lrc_interface(
-    proxy: tango.DeviceProxy, scheduler: CallbackScheduler | None = None
+    proxy: tango.DeviceProxy | str, scheduler: CallbackScheduler | None = None
 ) -> None:
     """Keep a device's LRC event streams connected until :func:`disconnect_lrc_interface`.
 
     Later :func:`invoke_lrc` calls on this device with the same scheduler then register
-    and unregister callbacks without any Tango subscribe or unsubscribe call.
+    and unregister callbacks without any Tango subscribe or unsubscribe call. As with
+    :func:`invoke_lrc`, the streams of a device served by the calling process are
+    connected on the calling thread, so it may be called from the device's own commands.
 
     Args:
-        proxy: Proxy of the device.
+        proxy: Proxy of the device, or its TRL.
         scheduler: The scheduler to connect the streams in; the module-level one if
             omitted.
 
     Raises:
+        TypeError: If ``scheduler`` is not a :class:`CallbackScheduler`, or ``proxy``
+            is neither a proxy nor a string (before the device is asked anything).
         NoCommonProtocolVersionError: If the device speaks no version this client does.
-        tango.DevFailed: If the device cannot be asked for its protocol versions, or
-            the streams do not reach a connection outcome in time.
+        tango.DevFailed: If the device cannot be reached or asked for its protocol
+            versions, or the streams do not reach a connection outcome in time.
     """
-    sched = scheduler if scheduler is not None else module_callback_scheduler()
+    sched = _check_scheduler(scheduler, "scheduler")
+    proxy = _as_proxy(proxy)
     version = negotiate_lrc_protocol_version(proxy)
     attributes = lrc_attribute_names(version)
-    futures = [
-        sched.connect_event_stream(proxy, name, tango.EventType.CHANGE_EVENT, queue_factory=factory)
-        for name, factory in zip(
-            attributes, _queue_factories(sched, proxy, attributes), strict=True
-        )
-    ]
+    with _connecting_on_calling_thread(_served_here(proxy)):
+        futures = [
+            sched.connect_event_stream(
+                proxy, name, tango.EventType.CHANGE_EVENT, queue_factory=factory
+            )
+            for name, factory in zip(
+                attributes, _queue_factories(sched, proxy, attributes), strict=True
+            )
+        ]
     with _pinned_lock:
         _pinned.setdefault(sched, {})[_device_key(proxy)] = attributes
     _, pending = concurrent.futures.wait(futures, timeout=REGISTRATION_TIMEOUT)
@@ -319,7 +386,7 @@ def connect_lrc_interface(
 
 
 def disconnect_lrc_interface(
-    proxy: tango.DeviceProxy, scheduler: CallbackScheduler | None = None
+    proxy: tango.DeviceProxy | str, scheduler: CallbackScheduler | None = None
 ) -> None:
     """Release the LRC event streams kept by :func:`connect_lrc_interface`.
 
@@ -327,15 +394,16 @@ def disconnect_lrc_interface(
     last one finishes.
 
     Args:
-        proxy: Proxy of the device.
+        proxy: Proxy of the device, or its TRL.
         scheduler: The scheduler given to :func:`connect_lrc_interface`; the
             module-level one if omitted.
 
     Raises:
+        TypeError: If ``scheduler`` is not a :class:`CallbackScheduler`.
         StreamNotFoundError: If the device's LRC interface is not connected in this
             scheduler.
     """
-    sched = scheduler if scheduler is not None else module_callback_scheduler()
+    sched = _check_scheduler(scheduler, "scheduler")
     with _pinned_lock:
         attributes = _pinned.get(sched, {}).pop(_device_key(proxy), None)
     candidates = attributes if attributes is not None else (*_V2_ATTRIBUTES, *_V1_ATTRIBUTES)
@@ -357,14 +425,20 @@ def disconnect_lrc_interface(
 
 def invoke_lrc(
     lrc_callback: LrcCallback,
-    proxy: tango.DeviceProxy,
+    proxy: tango.DeviceProxy | str,
     command: str,
-    command_args: Any = None,
+    command_args: tuple[Any, ...] | None = None,
     logger: logging.Logger | None = None,
     *,
     callback_scheduler: CallbackScheduler | None = None,
 ) -> LRCSubscriptionsProtocol:
     """Invoke a long running command and report its progress to a callback.
+
+    The signature and its meaning are ska-tango-base's: ``command_args`` is a tuple
+    unpacked into the command call (``invoke_lrc(cb, proxy, "Slow", (2.5,))`` calls
+    ``Slow(2.5)``), and the returned handle must be kept for as long as updates are
+    wanted: once it is garbage-collected the callback is not called again and the
+    invocation's registrations are released, whether or not the command has ended.
 
     The callbacks are registered with the scheduler (and their subscriptions
     connected) before the command is invoked, so no update is missed. Updates that
@@ -386,49 +460,77 @@ def invoke_lrc(
       ``lrc_callback`` overflowed (the oldest are dropped, so the latest status stays);
     * any other key the device sends (version 2).
 
-    After a terminal status (ABORTED, COMPLETED, REJECTED, FAILED) the invocation
+    The command always ends for the callback. Besides a terminal status (ABORTED,
+    COMPLETED, REJECTED, FAILED) sent by the device, the last call can be:
+
+    * ``status=TaskStatus.NOT_FOUND``, when the device, asked about the command, no
+      longer knows it (typically it was restarted);
+    * ``error=`` with reason :data:`OUTCOME_LOST_REASON`, when the device could not be
+      reached for :data:`OUTCOME_LOST_AFTER` seconds.
+
+    To tell these apart from a quiet command, and to catch up on updates that events
+    did not bring, an invocation that has heard nothing about its command for a while
+    (1 s at first, doubling up to :data:`CHECK_INTERVAL_MAX`, every second while an LRC
+    stream reports errors) asks the device: its ``lrcFinished`` attribute, its
+    ``CheckLongRunningCommandStatus`` command or its ``longRunningCommandStatus``
+    attribute, whichever it has. A status found that way is passed on only if it is
+    further on than what the callback already got. After the last call the invocation
     unregisters its callbacks by itself.
+
+    Called on a device served by the calling process (for example from one of the
+    device's own commands, which hold its monitor), the subscriptions are made on the
+    calling thread, as ska-tango-base's client does, so that nothing waits for a
+    monitor the caller holds.
 
     Args:
         lrc_callback: Called with the updates; must accept ``**kwargs``.
-        proxy: Proxy of the device.
+        proxy: Proxy of the device, or its TRL.
         command: Name of the command.
-        command_args: Argument of the command, if it takes one.
+        command_args: The command's argument as a 1-tuple, ``(argument,)``; None or
+            ``()`` for a command without argument. Anything but a tuple is refused, so
+            that a tuple-typed argument is never taken apart by mistake: write
+            ``((codes, texts),)`` for a ``DevVarLongStringArray``.
         logger: Logger for problems with updates; this module's logger if omitted.
         callback_scheduler: Scheduler running the callbacks; the module-level one if
             omitted.
 
     Returns:
         A handle with the command id, the protocol version and
-        ``unsubscribe_lrc_events()``.
+        ``unsubscribe_lrc_events()``. Keep it: dropping it stops the callbacks.
 
     Raises:
         ValueError: If ``lrc_callback`` does not accept ``**kwargs``.
-        TypeError: If ``lrc_callback`` is not callable.
+        TypeError: If ``lrc_callback`` is not callable, ``command_args`` is not a tuple
+            (or holds more than one value), ``proxy`` is neither a proxy nor a string,
+            or ``callback_scheduler`` is not a :class:`CallbackScheduler`; raised before
+            the device is asked anything.
         NoCommonProtocolVersionError: If the device speaks no version this client does.
         CommandError: If the device rejected the command.
         ResultCodeError: If the device replied with an unexpected result code.
-        tango.DevFailed: If asking the device, subscribing or invoking failed; the
-            original errors come first and one with reason
+        tango.DevFailed: If reaching the device, asking it, subscribing or invoking
+            failed; the original errors come first and one with reason
             :data:`INVOKE_FAILED_REASON` is added last.
         SchedulerShutdownError: If the scheduler was shut down.
     """
     _check_callback(lrc_callback)
+    args = _check_command_args(command_args)
+    sched = _check_scheduler(callback_scheduler, "callback_scheduler")
     log = logger if logger is not None else _LOGGER
-    sched = callback_scheduler if callback_scheduler is not None else module_callback_scheduler()
-    device = _device_name(proxy)
     try:
-        version = negotiate_lrc_protocol_version(proxy)
+        device_proxy = _as_proxy(proxy)
+    except tango.DevFailed as exc:
+        raise _invoke_failed(exc, f"Cannot reach the device {proxy!r}") from exc
+    device = _device_name(device_proxy)
+    _warn_if_only_worker(sched, log, device, command)
+    try:
+        version = negotiate_lrc_protocol_version(device_proxy)
     except tango.DevFailed as exc:
         raise _invoke_failed(exc, f"Cannot learn the LRC protocol version of {device}") from exc
 
-    invocation = _Invocation(lrc_callback, proxy, device, command, version, sched, log)
-    invocation.register()
+    invocation = _Invocation(lrc_callback, device_proxy, device, command, version, sched, log)
+    invocation.register(here=_served_here(device_proxy))
     try:
-        if command_args is None:
-            reply = proxy.command_inout(command)
-        else:
-            reply = proxy.command_inout(command, command_args)
+        reply = device_proxy.command_inout(command, *args)
     except tango.DevFailed as exc:
         invocation.abandon()
         raise _invoke_failed(exc, f"Invoking {command} on {device} failed") from exc
@@ -445,19 +547,167 @@ def invoke_lrc(
         raise ResultCodeError(
             f"{device} replied to {command} with unexpected result code {_code_name(code)}: {text}"
         )
+    handle = _LrcSubscriptions(invocation)
     invocation.start(text)
-    return invocation
+    return handle
+
+
+class _LrcSubscriptions:
+    """The handle :func:`invoke_lrc` returns; losing it ends the invocation.
+
+    It is the only object holding a strong reference to nothing but the invocation:
+    the scheduler, the replay thread and the status checks refer to the invocation,
+    never to the handle, so the handle's life is the user's to decide.
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_invocation")
+
+    def __init__(self, invocation: _Invocation) -> None:
+        self._invocation = invocation
+        _start_reaper()
+        self._finalizer = weakref.finalize(self, _handle_dropped, invocation)
+        self._finalizer.atexit = False
+
+    @property
+    def command_id(self) -> str:
+        """Identifier the device gave the command."""
+        return self._invocation.command_id
+
+    @property
+    def protocol_version(self) -> int:
+        """LRC protocol version used with the device."""
+        return self._invocation.protocol_version
+
+    def unsubscribe_lrc_events(self) -> None:
+        """Stop calling the callback and unregister it from the scheduler (idempotent)."""
+        self._finalizer.detach()
+        self._invocation.unsubscribe_lrc_events()
+
+    def __repr__(self) -> str:
+        """Return a short description."""
+        return repr(self._invocation)
+
+
+# Invocations whose handle was garbage-collected, for the reaper thread to release.
+# A SimpleQueue, because its put() may be called from a finalizer at any point of any
+# thread (even one holding a lock the release needs): nothing else is done there.
+_reaper_queue: queue.SimpleQueue[_Invocation] = queue.SimpleQueue()
+_reaper_lock = threading.Lock()
+_reaper_thread: threading.Thread | None = None
+
+
+def _handle_dropped(invocation: _Invocation) -> None:
+    """Finalizer of a handle: stop the calls at once, release the rest elsewhere."""
+    invocation.stop_calls()
+    _reaper_queue.put(invocation)
+
+
+def _start_reaper() -> None:
+    global _reaper_thread
+    with _reaper_lock:
+        if _reaper_thread is not None and _reaper_thread.is_alive():
+            return
+
+        def reap() -> None:
+            with tango.EnsureOmniThread():
+                while True:
+                    invocation = _reaper_queue.get()
+                    try:
+                        invocation.unsubscribe_lrc_events()
+                    except Exception:  # noqa: BLE001 - keep the reaper alive
+                        _LOGGER.exception("Releasing %r failed", invocation)
+
+        _reaper_thread = threading.Thread(target=reap, name="lrc-reaper", daemon=True)
+        _reaper_thread.start()
+
+
+class _Watchdog:
+    """Runs the status checks of every invocation: a timer thread and a few workers.
+
+    The timer only hands due checks to the workers, which may wait on Tango; a
+    device that does not answer therefore delays no other invocation's timing.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._numbers = itertools.count()
+        self._closed = False
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            _CHECK_THREADS, thread_name_prefix="lrc-check"
+        )
+        self._thread = threading.Thread(target=self._run, name="lrc-check-timer", daemon=True)
+        self._thread.start()
+
+    def later(self, delay: float, job: Callable[[], None]) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            due = time.monotonic() + max(0.0, delay)
+            heapq.heappush(self._heap, (due, next(self._numbers), job))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._heap.clear()
+            self._cond.notify()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                if self._closed:
+                    return
+                _, _, job = heapq.heappop(self._heap)
+            try:
+                self._pool.submit(_in_omni_thread, job)
+            except RuntimeError:  # shut down at exit
+                return
+
+
+_watchdog: _Watchdog | None = None
+_watchdog_lock = threading.Lock()
+
+
+def _get_watchdog() -> _Watchdog:
+    global _watchdog
+    with _watchdog_lock:
+        if _watchdog is None:
+            _watchdog = _Watchdog()
+            atexit.register(_watchdog.close)
+        return _watchdog
+
+
+def _in_omni_thread(job: Callable[[], None]) -> None:
+    with tango.EnsureOmniThread():
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - a bug here must not go unseen
+            _LOGGER.exception("LRC status check %r failed", job)
 
 
 # An update as kept by an invocation: the stream kind and the strings or errors it carried.
 _Item = tuple[str, tuple[Any, ...]]
+
+# How far on in its life a command is; a status from a check is passed on only if further.
+_RANKS = {"STAGING": 0, "QUEUED": 1, "IN_PROGRESS": 2}
+
+
+def _rank(status: Any) -> int:
+    if isinstance(status, TaskStatus) and status in TERMINAL_STATUSES:
+        return 3
+    return _RANKS.get(str(getattr(status, "name", "")), -1)
 
 
 class _Invocation:
     """One call of :func:`invoke_lrc`: its callbacks, buffer and state.
 
     Everything mutable is guarded by ``_lock``, which is only ever held for short,
-    non-blocking work: never while calling the user's callback or the scheduler.
+    non-blocking work: never while calling the user's callback, the scheduler or Tango.
     """
 
     def __init__(
@@ -493,6 +743,16 @@ class _Invocation:
         self._last_status: str | None = None
         self._last_progress: str | None = None
         self._replay_thread: threading.Thread | None = None
+        # Status checks (see invoke_lrc).
+        self._rank = -1
+        self._result_seen = False
+        self._heard_at = time.monotonic()
+        self._interval = _CHECK_INTERVAL_MIN
+        self._stream_trouble = False
+        self._unreachable_since: float | None = None
+        self._timer_generation = 0
+        self._means: tuple[set[str], set[str]] | None = None
+        self._checked_status: TaskStatus | None = None
 
     # -- LRCSubscriptionsProtocol -------------------------------------------------
 
@@ -515,6 +775,11 @@ class _Invocation:
             self._early.clear()
         self._unregister()
 
+    def stop_calls(self) -> None:
+        """Make no further call, without taking any lock (safe in a finalizer)."""
+        self._cancelled = True
+        self._closed = True
+
     def __repr__(self) -> str:
         """Return a short description."""
         return (
@@ -524,21 +789,28 @@ class _Invocation:
 
     # -- set-up and tear-down (calling thread) ------------------------------------
 
-    def register(self) -> None:
-        """Register one callback per LRC stream and wait until they are connected."""
+    def register(self, here: bool = False) -> None:
+        """Register one callback per LRC stream and wait until they are connected.
+
+        Args:
+            here: Connect new streams on the calling thread (a device of this process).
+        """
         futures: list[concurrent.futures.Future[CallbackID]] = []
         factories = _queue_factories(self._scheduler, self._proxy, self._attributes)
         try:
-            for kind, name, factory in zip(self._kinds(), self._attributes, factories, strict=True):
-                futures.append(
-                    self._scheduler.register_event_callback(
-                        self._proxy,
-                        name,
-                        tango.EventType.CHANGE_EVENT,
-                        self._listener(kind),
-                        queue_factory=factory,
+            with _connecting_on_calling_thread(here):
+                for kind, name, factory in zip(
+                    self._kinds(), self._attributes, factories, strict=True
+                ):
+                    futures.append(
+                        self._scheduler.register_event_callback(
+                            self._proxy,
+                            name,
+                            tango.EventType.CHANGE_EVENT,
+                            self._listener(kind),
+                            queue_factory=factory,
+                        )
                     )
-                )
         except BaseException:
             self._abandon_futures(futures)
             raise
@@ -567,11 +839,11 @@ class _Invocation:
             )
         for name in self._attributes:
             try:
-                queue = self._scheduler.get_queue(self._proxy, name, tango.EventType.CHANGE_EVENT)
+                queue_ = self._scheduler.get_queue(self._proxy, name, tango.EventType.CHANGE_EVENT)
             except StreamNotFoundError:
                 continue
             with self._lock:
-                self._queues.setdefault(queue, queue.counters.dropped)
+                self._queues.setdefault(queue_, queue_.counters.dropped)
         self._raise_if_subscription_failed()
 
     def abandon(self) -> None:
@@ -582,6 +854,7 @@ class _Invocation:
         """Learn the command id and pass on the updates that were waiting for it."""
         with self._lock:
             self._command_id = command_id
+            self._heard_at = time.monotonic()
             early = list(self._early)
             self._early.clear()
             if self._early_dropped:
@@ -601,6 +874,7 @@ class _Invocation:
         if drain:
             self._replay_elsewhere()
         self._unregister_if_closed()
+        self._schedule_check(self._interval)
 
     def _replay_elsewhere(self) -> None:
         """Deliver the kept updates on a short-lived thread of their own.
@@ -634,6 +908,7 @@ class _Invocation:
             if event.err:
                 self._accept(("error", tuple(event.errors)))
                 return
+            self._stream_ok()
             attr_value = getattr(event, "attr_value", None)
             value = getattr(attr_value, "value", None) if attr_value is not None else None
             strings = tuple(str(v) for v in value) if value is not None else ()
@@ -661,6 +936,108 @@ class _Invocation:
             self._drain()
         self._unregister_if_closed()
 
+    def _stream_ok(self) -> None:
+        """A stream delivered data: if it was in error, check the command soon."""
+        with self._lock:
+            recovered = self._stream_trouble and self._command_id is not None
+            self._stream_trouble = False
+        if recovered:
+            self._schedule_check(0.0)
+
+    # -- status checks (watchdog threads) ---------------------------------------------
+
+    def _schedule_check(self, delay: float) -> None:
+        with self._lock:
+            if self._closed or self._command_id is None:
+                return
+            self._timer_generation += 1
+            generation = self._timer_generation
+        _get_watchdog().later(delay, lambda: self._check(generation))
+
+    def _check(self, generation: int) -> None:
+        """Ask the device about the command, unless something was heard meanwhile."""
+        with self._lock:
+            if self._closed or generation != self._timer_generation:
+                return
+            quiet = time.monotonic() - self._heard_at
+            urgent = self._stream_trouble or self._unreachable_since is not None
+            if not urgent and quiet < self._interval:
+                wait = self._interval - quiet
+            else:
+                wait = None
+        if wait is not None:
+            self._schedule_check(wait)
+            return
+        try:
+            found = self._query()
+        except Exception as exc:  # noqa: BLE001 - the device did not answer, or failed
+            try:
+                self._proxy.ping()
+            except Exception:  # noqa: BLE001 - it does not answer
+                self._not_answered(exc)
+                return
+            # It answers but could not tell (a failing attribute, say): not lost.
+            self._logger.debug("Status check of %s failed", self._command_id, exc_info=True)
+            found = (None, None, False)
+        with self._lock:
+            self._unreachable_since = None
+        self._accept(("check", found))
+        with self._lock:
+            self._interval = min(self._interval * 2, CHECK_INTERVAL_MAX)
+            delay = _TROUBLE_INTERVAL if self._stream_trouble else self._interval
+        self._schedule_check(delay)
+
+    def _not_answered(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if self._closed:
+                return
+            if self._unreachable_since is None:
+                self._unreachable_since = now
+            away = now - self._unreachable_since
+        if away < OUTCOME_LOST_AFTER:
+            self._schedule_check(_TROUBLE_INTERVAL)
+            return
+        errors = _compat.errors_of(exc)
+        desc = (
+            f"{self._device} could not be reached for {away:.0f} s "
+            f"({_compat.describe_errors(errors)}); the outcome of {self._command_id} is lost"
+        )
+        self._accept(("lost", (_dev_error(OUTCOME_LOST_REASON, desc),)))
+
+    def _query(self) -> tuple[Any, ...]:
+        """Ask the device what became of the command.
+
+        Returns:
+            ``(status, result, has_result)``; status is None if the device has no way
+            to tell (it answered a ping).
+        """
+        proxy = self._proxy
+        if self._means is None:
+            attributes = {str(name).lower() for name in proxy.get_attribute_list()}
+            commands = {str(name).lower() for name in proxy.get_command_list()}
+            self._means = (attributes, commands)
+        attributes, commands = self._means
+        command_id = self._command_id
+        if "lrcfinished" in attributes:
+            for text in proxy.read_attribute("lrcFinished").value or ():
+                entry = _decode(str(text))
+                if isinstance(entry, dict) and entry.get("uid") == command_id:
+                    return entry.get("status"), entry.get("result"), "result" in entry
+        if "checklongrunningcommandstatus" in commands:
+            status: Any = str(proxy.command_inout("CheckLongRunningCommandStatus", command_id))
+        elif _V1_STATUS.lower() in attributes:
+            listed = proxy.read_attribute(_V1_STATUS).value or ()
+            status = _lookup(listed, command_id) or TaskStatus.NOT_FOUND.name
+        else:
+            proxy.ping()
+            return None, None, False
+        if _V1_RESULT.lower() in attributes and _is_terminal_name(status):
+            value: Sequence[Any] = proxy.read_attribute(_V1_RESULT).value or ()
+            if len(value) >= 2 and value[0] == command_id:
+                return status, _decode(str(value[1])), True
+        return status, None, False
+
     # -- interpretation (lock held) ---------------------------------------------------
 
     def _emit(self, kwargs: dict[str, Any]) -> None:
@@ -669,6 +1046,8 @@ class _Invocation:
             self._outbox.popleft()
             self._outbox_dropped += 1
         self._outbox.append(kwargs)
+        if "result" in kwargs:
+            self._result_seen = True
 
     def _claim_drain(self) -> bool:
         if self._draining or not self._outbox:
@@ -680,7 +1059,18 @@ class _Invocation:
         kind, payload = item
         if kind == "error":
             self._emit({"error": payload})
-        elif kind == "v2":
+            self._stream_trouble = True
+            if self._unreachable_since is None:
+                self._unreachable_since = time.monotonic()
+            return
+        if kind == "check":
+            self._interpret_check(payload)
+            return
+        if kind == "lost":
+            self._emit({"error": payload})
+            self._closed = True
+            return
+        if kind == "v2":
             self._interpret_v2(payload)
         elif kind == "status":
             self._interpret_v1_status(payload)
@@ -689,6 +1079,12 @@ class _Invocation:
         elif kind == "result":
             if len(payload) >= 2 and payload[0] == self._command_id:
                 self._emit({"result": _decode(payload[1])})
+                self._heard()
+
+    def _heard(self) -> None:
+        """Something about the command arrived: checks can wait again."""
+        self._heard_at = time.monotonic()
+        self._interval = _CHECK_INTERVAL_MIN
 
     def _interpret_v2(self, payload: tuple[Any, ...]) -> None:
         if len(payload) < 2 or payload[0] != self._command_id:
@@ -710,8 +1106,15 @@ class _Invocation:
         kwargs = {str(key): value for key, value in update.items()}
         if not kwargs:
             return
+        self._heard()
         if "status" in kwargs:
             kwargs["status"] = self._status(kwargs["status"])
+            if kwargs["status"] == self._checked_status:
+                del kwargs["status"]  # a check told it already
+                if not kwargs:
+                    return
+            else:
+                self._note_rank(kwargs["status"])
         self._emit(kwargs)
         if "status" in kwargs:
             self._close_if_terminal(kwargs["status"])
@@ -720,8 +1123,10 @@ class _Invocation:
         found = _lookup(payload, self._command_id)
         if found is None or found == self._last_status:
             return
+        self._heard()
         self._last_status = found
         status = self._status(found)
+        self._note_rank(status)
         self._emit({"status": status})
         self._close_if_terminal(status)
 
@@ -729,8 +1134,45 @@ class _Invocation:
         found = _lookup(payload, self._command_id)
         if found is None or found == self._last_progress:
             return
+        self._heard()
         self._last_progress = found
         self._emit({"progress": _progress_value(found)})
+
+    def _interpret_check(self, payload: tuple[Any, ...]) -> None:
+        """Pass on what a status check found, if it is news."""
+        raw, result, has_result = payload
+        if raw is None:
+            return
+        try:
+            status = parse_task_status(raw)
+        except ValueError:
+            return
+        if status == TaskStatus.NOT_FOUND:
+            self._emit({"status": status})
+            self._closed = True
+            return
+        rank = _rank(status)
+        if rank <= self._rank:
+            return
+        self._note_rank(status)
+        self._heard()
+        if rank < 3:
+            self._last_status = status.name
+            self._checked_status = status
+            self._emit({"status": status})
+            return
+        if has_result and not self._result_seen:
+            if self._version == 1:  # as the device would: the result first
+                self._emit({"result": result})
+                self._emit({"status": status})
+            else:
+                self._emit({"status": status, "result": result})
+        else:
+            self._emit({"status": status})
+        self._closed = True
+
+    def _note_rank(self, status: Any) -> None:
+        self._rank = max(self._rank, _rank(status))
 
     def _status(self, raw: Any) -> TaskStatus | Any:
         try:
@@ -745,11 +1187,11 @@ class _Invocation:
 
     def _note_queue_drops(self) -> None:
         lost = 0
-        for queue, seen in self._queues.items():
-            now = queue.counters.dropped
+        for queue_, seen in self._queues.items():
+            now = queue_.counters.dropped
             if now > seen:
                 lost += now - seen
-                self._queues[queue] = now
+                self._queues[queue_] = now
         if lost:
             self._emit(
                 _dropped_update(
@@ -851,6 +1293,76 @@ class _Invocation:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _check_command_args(command_args: Any) -> tuple[Any, ...]:
+    if command_args is None:
+        return ()
+    if not isinstance(command_args, tuple):
+        raise TypeError(
+            f"command_args must be a tuple holding the command's argument, as in "
+            f"ska-tango-base: write command_args=({command_args!r},) to pass "
+            f"{command_args!r} to the command"
+        )
+    if len(command_args) > 1:
+        raise TypeError(
+            f"command_args {command_args!r} holds {len(command_args)} values, but a Tango "
+            "command takes at most one argument: pass an array argument as one value, "
+            f"e.g. command_args=({list(command_args)!r},)"
+        )
+    return command_args
+
+
+def _check_scheduler(scheduler: Any, name: str) -> CallbackScheduler:
+    if scheduler is None:
+        return module_callback_scheduler()
+    if not isinstance(scheduler, CallbackScheduler):
+        raise TypeError(f"{name} must be a CallbackScheduler or None, got {scheduler!r}")
+    return scheduler
+
+
+def _as_proxy(device: Any) -> tango.DeviceProxy:
+    """The proxy given, or a new one for a TRL (``DevFailed`` if it cannot be made)."""
+    if isinstance(device, str):
+        return tango.DeviceProxy(device)
+    if isinstance(device, tango.DeviceProxy) or callable(getattr(device, "command_inout", None)):
+        return device
+    raise TypeError(f"proxy must be a tango.DeviceProxy or a device TRL, got {device!r}")
+
+
+def _served_here(proxy: tango.DeviceProxy) -> bool:
+    """Tell whether this process is the device's server (its monitor may be ours)."""
+    try:
+        util = tango.Util.instance(False)
+    except Exception:  # noqa: BLE001 - not a device server
+        return False
+    try:
+        util.get_device_by_name(_device_name(proxy))
+    except Exception:  # noqa: BLE001 - not one of ours
+        return False
+    return True
+
+
+def _warn_if_only_worker(
+    scheduler: CallbackScheduler, logger: logging.Logger, device: str, command: str
+) -> None:
+    """Say why waiting here for the command's outcome would never end."""
+    if scheduler.thread_count == 1 and threading.current_thread() in scheduler.threads:
+        logger.warning(
+            "invoke_lrc(%s on %s) was called from the only worker of %s: the command's "
+            "updates are delivered by that worker, so they wait until this callback "
+            "returns; do not wait for them here (use more threads, or another scheduler)",
+            command,
+            device,
+            scheduler.name,
+        )
+
+
+def _is_terminal_name(status: Any) -> bool:
+    try:
+        return parse_task_status(status) in TERMINAL_STATUSES
+    except ValueError:
+        return False
 
 
 def _check_callback(lrc_callback: Any) -> None:

@@ -21,7 +21,7 @@ What the mixin adds:
 * :meth:`SchedulerMixin.allow_internal_threads`: a context manager that lets the
   device's own threads take the device monitor while the calling thread holds
   it, and keeps client requests waiting until the block ends.
-* Nine read-only diagnostic attributes (``schedulerThreadCount`` ...
+* Twelve read-only diagnostic attributes (``schedulerThreadCount`` ...
   ``schedulerDiagnostics``, see :data:`DIAGNOSTIC_ATTRIBUTES`) whose change
   events are pushed by a background thread at most once per
   :attr:`SchedulerMixin.scheduler_diagnostics_period` seconds, and only for
@@ -31,12 +31,19 @@ What the mixin adds:
 Configuration, per class (class attributes) or per device (device
 properties, which win when set):
 
-===============================  ==========================  ==========================
-what                             class attribute             device property
-===============================  ==========================  ==========================
-worker threads                   ``scheduler_thread_count``  ``SchedulerThreadCount``
-scheduler (and thread) name      ``scheduler_name``          ``SchedulerName``
-===============================  ==========================  ==========================
+====================  ====================================  =================================
+what                  class attribute                       device property
+====================  ====================================  =================================
+worker threads        ``scheduler_thread_count``            ``SchedulerThreadCount``
+scheduler name        ``scheduler_name``                    ``SchedulerName``
+slow callbacks (s)    ``scheduler_slow_callback_duration``  ``SchedulerSlowCallbackDuration``
+====================  ====================================  =================================
+
+A bad value (a thread count below 1 or not a number, a blank name, a
+negative threshold) puts the device in FAULT, with a status naming the
+setting and its value, instead of stopping the server; ``Init`` then fails
+with a ``DevFailed`` (reason :data:`CONFIGURATION_ERROR_REASON`) saying why.
+Correct the property and send ``Init`` again.
 
 The default name is the device name, so the worker threads are called
 ``<device name>.worker-<i>``. Override :meth:`SchedulerMixin.create_scheduler`
@@ -59,26 +66,34 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, Final, TypeVar, cast
+from typing import Any, ClassVar, Final, NoReturn, TypeVar, cast
 
 import tango
 from tango.server import BaseDevice, attribute, device_property
 
-from .diagnostics import SchedulerDiagnostics
+from .diagnostics import LATENCY_WINDOW, SchedulerDiagnostics
 from .scheduler import CallbackScheduler
 
 __all__ = [
+    "CONFIGURATION_ERROR_REASON",
     "DIAGNOSTIC_ATTRIBUTES",
     "MAX_REPORTED_QUEUES",
     "SAFE_MONITOR_RELEASE",
+    "SCHEDULER_PROPERTIES",
     "MonitorNotReleasableWarning",
+    "SchedulerConfigurationError",
     "SchedulerMixin",
     "changed_values",
+    "check_property_texts",
+    "check_scheduler_name",
+    "check_slow_callback_duration",
+    "check_thread_count",
     "diagnostic_values",
 ]
 
@@ -93,9 +108,24 @@ DIAGNOSTIC_ATTRIBUTES: Final[tuple[str, ...]] = (
     "schedulerDeliveredEvents",
     "schedulerDroppedEvents",
     "schedulerCallbackErrors",
+    "schedulerMaxLatency",
+    "schedulerQueueLatencies",
+    "schedulerSlowCallbacks",
     "schedulerBackoffState",
     "schedulerDiagnostics",
 )
+
+#: The device properties the mixin reads, in the order they are documented.
+SCHEDULER_PROPERTIES: Final[tuple[str, ...]] = (
+    "SchedulerThreadCount",
+    "SchedulerName",
+    "SchedulerSlowCallbackDuration",
+)
+
+#: Reason of the ``DevFailed`` errors about a device's scheduler configuration
+#: (``Init`` answers with it; the diagnostic attributes raise it while the
+#: device has no scheduler).
+CONFIGURATION_ERROR_REASON: Final = "SKA_SchedulerConfiguration"
 
 #: At most this many queues are listed by ``schedulerQueueNames`` and
 #: ``schedulerQueueDepths`` (the full list is in ``schedulerDiagnostics``).
@@ -164,6 +194,9 @@ def diagnostic_values(snapshot: SchedulerDiagnostics) -> dict[str, Any]:
         "schedulerDeliveredEvents": totals.delivered,
         "schedulerDroppedEvents": totals.dropped,
         "schedulerCallbackErrors": totals.callback_errors,
+        "schedulerMaxLatency": float(totals.max_latency_ms),
+        "schedulerQueueLatencies": [float(q.latency.p99_ms) for q in queues],
+        "schedulerSlowCallbacks": totals.slow_callbacks,
         "schedulerBackoffState": json.dumps(snapshot.backoff_dict(), sort_keys=True),
         "schedulerDiagnostics": json.dumps(snapshot.to_dict(), sort_keys=True),
     }
@@ -197,6 +230,125 @@ def changed_values(previous: Mapping[str, Any], current: Mapping[str, Any]) -> d
         for name, value in current.items()
         if name not in previous or _comparable(name, previous[name]) != _comparable(name, value)
     }
+
+
+class SchedulerConfigurationError(ValueError):
+    """A scheduler setting of a device (a device property or a class attribute) is not valid.
+
+    The message names the setting and its value, and says what is expected.
+    """
+
+
+def _bad(where: str, value: object, expected: str) -> SchedulerConfigurationError:
+    return SchedulerConfigurationError(f"{where} = {value!r} is not valid: {expected}")
+
+
+def check_thread_count(value: object, where: str = "SchedulerThreadCount") -> int:
+    """Check a number of worker threads.
+
+    Args:
+        value: An ``int``, or the text of a device property.
+        where: The name of the setting, for the message.
+
+    Returns:
+        The number.
+
+    Raises:
+        SchedulerConfigurationError: It is not a whole number of at least 1.
+    """
+    expected = "give a whole number of worker threads, 1 or more"
+    if isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            raise _bad(where, value, expected) from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise _bad(where, value, expected)
+    if number < 1:
+        raise _bad(where, value, expected)
+    return number
+
+
+def check_scheduler_name(value: object, where: str = "SchedulerName") -> str:
+    """Check a scheduler name.
+
+    Args:
+        value: The name.
+        where: The name of the setting, for the message.
+
+    Returns:
+        The name.
+
+    Raises:
+        SchedulerConfigurationError: It is not a string, is blank, or holds
+            characters that cannot be printed (a line break, for instance).
+    """
+    if not isinstance(value, str) or not value.strip() or not value.isprintable():
+        raise _bad(where, value, "give a name of printable characters, not blank")
+    return value
+
+
+def check_slow_callback_duration(
+    value: object, where: str = "SchedulerSlowCallbackDuration"
+) -> float | None:
+    """Check a slow-callback threshold.
+
+    Args:
+        value: Seconds (a number, or the text of a device property); 0 or
+            None turns the check off.
+        where: The name of the setting, for the message.
+
+    Returns:
+        The seconds, or None when the check is off.
+
+    Raises:
+        SchedulerConfigurationError: It is not a finite number of seconds >= 0.
+    """
+    if value is None:
+        return None
+    expected = "give seconds, 0 or more (0 turns the slow-callback check off)"
+    if isinstance(value, str):
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            raise _bad(where, value, expected) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise _bad(where, value, expected)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise _bad(where, value, expected)
+    return seconds if seconds > 0 else None
+
+
+_PROPERTY_CHECKS: Final[dict[str, Callable[[object, str], object]]] = {
+    "SchedulerThreadCount": check_thread_count,
+    "SchedulerName": check_scheduler_name,
+    "SchedulerSlowCallbackDuration": check_slow_callback_duration,
+}
+
+
+def check_property_texts(texts: Mapping[str, Sequence[str]]) -> None:
+    """Check the scheduler properties as the database holds them (lists of strings).
+
+    Args:
+        texts: Property name to its values; properties that are not set are
+            missing or have no values.
+
+    Raises:
+        SchedulerConfigurationError: A property has several values or a bad one.
+    """
+    for name in SCHEDULER_PROPERTIES:
+        values = list(texts.get(name) or [])
+        if not values:
+            continue
+        if len(values) > 1:
+            raise _bad(name, values, "give one value")
+        if name == "SchedulerName" and values[0] == "":
+            continue
+        _PROPERTY_CHECKS[name](values[0], name)
 
 
 class _InternalThreadsGate:
@@ -348,13 +500,14 @@ class SchedulerMixin:
     them must call ``super()`` too.
 
     Attributes:
-        scheduler: The device's scheduler, created in ``init_device`` (before
-            the next class's ``init_device`` runs, so hooks called from there
-            can use it) and shut down in ``delete_device``.
         scheduler_thread_count: Default number of worker threads (the device
             property ``SchedulerThreadCount`` wins when set).
         scheduler_name: Default scheduler name; None means the device name
             (the device property ``SchedulerName`` wins when set).
+        scheduler_slow_callback_duration: Default slow-callback threshold in
+            seconds: a callback that runs longer is counted and logged (the
+            device property ``SchedulerSlowCallbackDuration`` wins when set;
+            0 or None turns the check off).
         scheduler_diagnostics_period: Seconds between two checks of the
             diagnostic values; change events are pushed at most once per
             period per attribute, and only for values that changed.
@@ -366,9 +519,9 @@ class SchedulerMixin:
             ``delete_device`` (or ``Init``) has returned, and then end.
     """
 
-    scheduler: CallbackScheduler
     scheduler_thread_count: ClassVar[int] = 1
     scheduler_name: ClassVar[str | None] = None
+    scheduler_slow_callback_duration: ClassVar[float | None] = 0.1
     scheduler_diagnostics_period: ClassVar[float] = 1.0
     scheduler_shutdown_timeout: ClassVar[float | None] = 30.0
 
@@ -388,6 +541,51 @@ class SchedulerMixin:
         doc="Name of the device's callback scheduler and prefix of its thread names "
         "(default: the device name).",
     )
+    SchedulerSlowCallbackDuration = device_property(  # noqa: N815
+        dtype=tango.DevDouble,
+        doc="Seconds after which a callback counts as slow: it is counted "
+        "(schedulerSlowCallbacks) and logged at WARNING. 0 turns the check off "
+        "(default: the class's scheduler_slow_callback_duration, normally 0.1).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Create the device; a bad scheduler configuration leaves it in FAULT.
+
+        At start-up, the ``DevFailed`` that :meth:`init_device` raises for a
+        bad configuration is caught here, so the device is exported in FAULT
+        (its status says why) and the server's other devices start as usual.
+
+        Args:
+            *args: Passed on to the device class.
+            **kwargs: Passed on to the device class.
+        """
+        try:
+            super().__init__(*args, **kwargs)
+        except tango.DevFailed as exc:
+            fault = self.__dict__.get("_scheduler_fault")
+            if fault is None or not _has_reason(exc, CONFIGURATION_ERROR_REASON):
+                raise
+
+    @property
+    def scheduler(self) -> CallbackScheduler:
+        """The device's scheduler, created in ``init_device`` and shut down in ``delete_device``.
+
+        It exists before the next class's ``init_device`` runs, so hooks
+        called from there can use it.
+
+        Raises:
+            RuntimeError: The device has no scheduler: its configuration is
+                bad (the message says why) or ``init_device`` has not run.
+        """
+        scheduler = self.__dict__.get("_scheduler_obj")
+        if scheduler is None:
+            fault = self.__dict__.get("_scheduler_fault")
+            raise RuntimeError(fault or f"{self._device_name()} has no scheduler yet")
+        return cast(CallbackScheduler, scheduler)
+
+    @scheduler.setter
+    def scheduler(self, value: CallbackScheduler) -> None:
+        self.__dict__["_scheduler_obj"] = value
 
     # -- class checks ----------------------------------------------------------------
 
@@ -442,11 +640,24 @@ class SchedulerMixin:
         self._scheduler_gate()
         self._scheduler_pusher = None
         self._scheduler_snapshot = None
+        self.__dict__["_scheduler_obj"] = None
         device = self._as_device()
-        # Load the properties now (the base class loads them again) so that
-        # SchedulerThreadCount and SchedulerName apply to the new scheduler.
-        device.get_device_properties()
-        self.scheduler = self.create_scheduler()
+        try:
+            # Load the properties now (the base class loads them again) so that
+            # the scheduler properties apply to the new scheduler.
+            self._load_scheduler_properties()
+            scheduler = self.create_scheduler()
+        except Exception as exc:  # noqa: BLE001 - any failure here is reported the same way
+            self._fail_configuration(exc)
+        if self.__dict__.pop("_scheduler_fault", None) is not None:
+            # Fixed: back to the state a new device starts in.
+            initial = getattr(self, "DEVICE_CLASS_INITIAL_STATE", None) or tango.DevState.UNKNOWN
+            device.set_state(initial)
+            device.set_status(
+                getattr(self, "DEVICE_CLASS_INITIAL_STATUS", None)
+                or f"The device is in {initial} state."
+            )
+        self.scheduler = scheduler
         try:
             super().init_device()  # type: ignore[misc]
             for name in DIAGNOSTIC_ATTRIBUTES:
@@ -481,9 +692,86 @@ class SchedulerMixin:
         try:
             super().delete_device()  # type: ignore[misc]
         finally:
-            scheduler = getattr(self, "scheduler", None)
+            scheduler = self.__dict__.get("_scheduler_obj")
+            self.__dict__["_scheduler_obj"] = None
             if scheduler is not None and not scheduler.is_shutdown:
                 self._shut_scheduler_down(scheduler)
+        self._check_configuration_before_init()
+
+    def _check_configuration_before_init(self) -> None:
+        """Fail an ``Init`` command with a bad scheduler configuration, clearly.
+
+        ``Init`` runs ``delete_device`` and then ``init_device``. PyTango 10
+        does not pass a ``DevFailed`` raised by ``init_device`` on to the
+        client (it gets ``UNKNOWN CORBA system exception``); one raised by
+        ``delete_device`` reaches it, and ends the command before
+        ``init_device`` runs. So the new configuration is checked here, once
+        the old scheduler is gone, unless the server is shutting down or
+        restarting the device (its constructor checks it then).
+
+        Raises:
+            tango.DevFailed: The configuration is bad; the device is in FAULT.
+        """
+        try:
+            util = tango.Util.instance(False)
+            if util.is_svr_shutting_down() or util.is_device_restarting(self._device_name()):
+                return
+        except Exception:  # noqa: BLE001 - not in a device server
+            return
+        try:
+            self._load_scheduler_properties()
+            self.scheduler_default_thread_count()
+            self.scheduler_default_name()
+            self.scheduler_default_slow_callback_duration()
+        except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
+            self._fail_configuration(exc)
+
+    def _load_scheduler_properties(self) -> None:
+        """Load the device properties; check the scheduler's as the database holds them.
+
+        Raises:
+            SchedulerConfigurationError: A scheduler property is not valid.
+            Exception: The properties could not be loaded (what PyTango raises).
+        """
+        texts = self._scheduler_property_texts()
+        if texts is not None:
+            check_property_texts(texts)
+        self._as_device().get_device_properties()
+
+    def _scheduler_property_texts(self) -> dict[str, list[str]] | None:
+        """Return the scheduler properties as the database holds them; None without one."""
+        try:
+            util = tango.Util.instance(False)
+            if not getattr(util, "_UseDb", True):
+                return None
+            database = util.get_database()
+            found = database.get_device_property(self._device_name(), list(SCHEDULER_PROPERTIES))
+        except Exception:  # noqa: BLE001 - no database: the typed values are checked later
+            return None
+        return {name: [str(v) for v in found.get(name, [])] for name in SCHEDULER_PROPERTIES}
+
+    def _fail_configuration(self, exc: Exception) -> NoReturn:
+        """Put the device in FAULT because its scheduler cannot be made, and raise.
+
+        Raises:
+            tango.DevFailed: Always, with :data:`CONFIGURATION_ERROR_REASON`.
+        """
+        if isinstance(exc, SchedulerConfigurationError):
+            why = str(exc)
+        elif isinstance(exc, tango.DevFailed):
+            why = f"cannot create the scheduler: {_describe(exc)}"
+        else:
+            why = f"cannot create the scheduler: {type(exc).__name__}: {exc}"
+        message = (
+            f"No callback scheduler: {why}. Correct the device property (or class attribute) "
+            "and send Init."
+        )
+        self.__dict__["_scheduler_fault"] = message
+        device = self._as_device()
+        device.set_state(tango.DevState.FAULT)
+        device.set_status(message)
+        _LOGGER.error("%s: %s", self._device_name(), message)
+        _raise_configuration_error(message, f"{type(self).__name__}.init_device")
 
     def _shut_scheduler_down(self, scheduler: CallbackScheduler) -> None:
         timeout = self.scheduler_shutdown_timeout
@@ -504,7 +792,9 @@ class SchedulerMixin:
 
         Returns:
             A new scheduler named :meth:`scheduler_default_name` with
-            :meth:`scheduler_default_thread_count` worker threads.
+            :meth:`scheduler_default_thread_count` worker threads and
+            :meth:`scheduler_default_slow_callback_duration` as its
+            slow-callback threshold.
         """
         logger = getattr(self, "logger", None)
         # Never block init_device on a synchronous subscription (PyTango < 10.1):
@@ -514,6 +804,7 @@ class SchedulerMixin:
             name=self.scheduler_default_name(),
             logger=logger if isinstance(logger, logging.Logger) else None,
             wait_for_subscription=False,
+            slow_callback_duration=self.scheduler_default_slow_callback_duration(),
         )
 
     def scheduler_default_thread_count(self) -> int:
@@ -521,22 +812,46 @@ class SchedulerMixin:
 
         Returns:
             The number of worker threads.
+
+        Raises:
+            SchedulerConfigurationError: The value is not a number >= 1.
         """
         configured = self.SchedulerThreadCount
-        return int(configured) if configured is not None else int(self.scheduler_thread_count)
+        if configured is not None:
+            return check_thread_count(configured, "SchedulerThreadCount")
+        return check_thread_count(self.scheduler_thread_count, "scheduler_thread_count")
 
     def scheduler_default_name(self) -> str:
         """Return the scheduler name to use: the property, the class attribute, the device name.
 
         Returns:
             The scheduler name.
+
+        Raises:
+            SchedulerConfigurationError: The name is blank or not printable.
         """
         configured = self.SchedulerName
         if configured:
-            return str(configured)
-        if self.scheduler_name:
-            return self.scheduler_name
+            return check_scheduler_name(configured, "SchedulerName")
+        if self.scheduler_name is not None:
+            return check_scheduler_name(self.scheduler_name, "scheduler_name")
         return self._device_name()
+
+    def scheduler_default_slow_callback_duration(self) -> float | None:
+        """Return the slow-callback threshold: the device property, else the class attribute.
+
+        Returns:
+            Seconds, or None when the check is off (a value of 0).
+
+        Raises:
+            SchedulerConfigurationError: The value is negative or not finite.
+        """
+        configured = self.SchedulerSlowCallbackDuration
+        if configured is not None:
+            return check_slow_callback_duration(configured, "SchedulerSlowCallbackDuration")
+        return check_slow_callback_duration(
+            self.scheduler_slow_callback_duration, "scheduler_slow_callback_duration"
+        )
 
     # -- internal threads --------------------------------------------------------------
 
@@ -671,6 +986,12 @@ class SchedulerMixin:
         super().read_attr_hardware(attr_list)  # type: ignore[misc]
 
     def _read_diagnostics(self) -> dict[str, Any]:
+        fault = self.__dict__.get("_scheduler_fault")
+        if fault is not None or self.__dict__.get("_scheduler_obj") is None:
+            _raise_configuration_error(
+                fault or "The device has no callback scheduler (init_device has not run).",
+                f"{type(self).__name__}.read_attribute",
+            )
         now = time.monotonic()
         cached = getattr(self, "_scheduler_snapshot", None)
         if cached is None or now - cached[0] > _SNAPSHOT_MAX_AGE:
@@ -752,6 +1073,42 @@ class SchedulerMixin:
         return cast(int, self._read_diagnostics()["schedulerCallbackErrors"])
 
     @_typed_attribute(
+        dtype=tango.DevDouble,
+        access=tango.AttrWriteType.READ,
+        unit="ms",
+        label="Worst queue wait",
+        doc="Longest time an event waited in any queue before its callbacks started, over "
+        f"the last {LATENCY_WINDOW:g} s (milliseconds; 0 when nothing was delivered then).",
+    )
+    def schedulerMaxLatency(self) -> float:  # noqa: N802
+        """Return the worst queue wait over the window, in milliseconds."""
+        return cast(float, self._read_diagnostics()["schedulerMaxLatency"])
+
+    @_typed_attribute(
+        dtype=(tango.DevDouble,),
+        max_dim_x=MAX_REPORTED_QUEUES,
+        access=tango.AttrWriteType.READ,
+        unit="ms",
+        label="Queue waits (p99)",
+        doc=f"99th percentile of each queue's waits over the last {LATENCY_WINDOW:g} s "
+        "(milliseconds), in the order of schedulerQueueNames.",
+    )
+    def schedulerQueueLatencies(self) -> list[float]:  # noqa: N802
+        """Return each queue's 99th-percentile wait over the window, in milliseconds."""
+        return cast(list[float], self._read_diagnostics()["schedulerQueueLatencies"])
+
+    @_typed_attribute(
+        dtype=tango.DevLong64,
+        access=tango.AttrWriteType.READ,
+        label="Slow callbacks",
+        doc="Callbacks that ran longer than the slow-callback threshold "
+        "(SchedulerSlowCallbackDuration), since the scheduler was created.",
+    )
+    def schedulerSlowCallbacks(self) -> int:  # noqa: N802
+        """Return the number of slow callbacks so far."""
+        return cast(int, self._read_diagnostics()["schedulerSlowCallbacks"])
+
+    @_typed_attribute(
         dtype=tango.DevString,
         access=tango.AttrWriteType.READ,
         label="Scheduler back-off",
@@ -790,6 +1147,19 @@ def _is_tango_object(value: object) -> bool:
     if isinstance(value, (attribute, device_property, tango.server.class_property)):
         return True
     return hasattr(value, "__tango_command__")
+
+
+def _raise_configuration_error(message: str, origin: str) -> NoReturn:
+    error = tango.DevError()
+    error.reason = CONFIGURATION_ERROR_REASON
+    error.desc = message
+    error.origin = origin
+    error.severity = tango.ErrSeverity.ERR
+    raise tango.DevFailed(error)
+
+
+def _has_reason(exc: tango.DevFailed, reason: str) -> bool:
+    return any(getattr(error, "reason", None) == reason for error in exc.args)
 
 
 def _describe(exc: tango.DevFailed) -> str:

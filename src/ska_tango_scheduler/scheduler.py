@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, NewType
 
@@ -18,7 +19,8 @@ import tango
 from . import _compat
 from ._backoff import BackoffPolicy
 from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
-from ._executor import SerialExecutor
+from ._executor import ConnectorPool
+from ._hostprobe import HostProbe
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
 from ._streams import EventStream, StreamContext, StreamKey, StreamState
 from ._window import WindowStats, merge
@@ -53,6 +55,40 @@ _callback_numbers = itertools.count(1)
 _SYNC_REGISTER_WAIT = 30.0
 # How long shutdown waits for Tango to take back the subscriptions.
 _UNSUBSCRIBE_WAIT = 5.0
+#: Default bound of one step (host check, proxy call) of a connection attempt.
+DEFAULT_ATTEMPT_TIMEOUT = 3.0
+
+
+# Private hook (see _connecting_on_calling_thread): per thread, whether new streams
+# subscribe on the calling thread, and how long such a caller waits for the device's lane.
+_on_calling_thread = threading.local()
+_CALLER_LANE_WAIT = 5.0
+
+
+@contextlib.contextmanager
+def _connecting_on_calling_thread(active: bool = True) -> Iterator[None]:
+    """Private: streams created in this block connect on the calling thread.
+
+    For a caller that may hold the device's monitor (a device subscribing to itself
+    from one of its commands): a connector thread would wait for that monitor while
+    the caller waits for the connector. Covers :meth:`CallbackScheduler.connect_event_stream`
+    as well as registrations (as :meth:`CallbackScheduler._register_on_caller_thread`
+    does): the first subscription attempt of a new stream is made synchronously by the
+    caller, holding the device's connector lane; retries, unsubscription and the rest
+    stay with the connector.
+
+    Args:
+        active: False makes the block do nothing (for callers deciding at run time).
+
+    Yields:
+        Nothing.
+    """
+    previous = getattr(_on_calling_thread, "active", False)
+    _on_calling_thread.active = active
+    try:
+        yield
+    finally:
+        _on_calling_thread.active = previous
 
 
 class SchedulerShutdownError(RuntimeError):
@@ -100,12 +136,19 @@ class CallbackScheduler:
             10 s per callback, naming the callback, its stream and how long
             it took. None turns the check off (and saves two clock reads per
             callback).
+        attempt_timeout: Seconds one step of a connection attempt may take:
+            the check that the device's Tango host answers, and each Tango
+            call on the scheduler's own proxies. Attempts run on a few
+            connector threads, one at a time per device, so a device or host
+            that hangs delays only its own streams.
 
     Raises:
         ValueError: If ``thread_count`` or ``default_queue_size`` is below 1,
-            or ``slow_callback_duration`` is not a positive finite number.
+            or ``slow_callback_duration`` or ``attempt_timeout`` is not a
+            positive finite number.
         TypeError: If they are not integers, ``slow_callback_duration`` is
-            neither a number nor None, or ``backoff`` is not a
+            neither a number nor None, ``attempt_timeout`` is not a number,
+            ``logger`` is not a ``logging.Logger``, or ``backoff`` is not a
             :class:`BackoffPolicy`.
     """
 
@@ -119,6 +162,7 @@ class CallbackScheduler:
         backoff: BackoffPolicy | None = None,
         wait_for_subscription: bool = True,
         slow_callback_duration: float | None = 0.1,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         """Create the scheduler and start its threads."""
         _check_count("thread_count", thread_count)
@@ -126,6 +170,9 @@ class CallbackScheduler:
         slow_after = _check_duration("slow_callback_duration", slow_callback_duration)
         if backoff is not None and not isinstance(backoff, BackoffPolicy):
             raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
+        if logger is not None and not isinstance(logger, logging.Logger):
+            raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
+        _check_seconds("attempt_timeout", attempt_timeout, allow_zero=False)
         self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
         self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
         self._default_queue_size = default_queue_size
@@ -138,13 +185,15 @@ class CallbackScheduler:
             thread_context=tango.EnsureOmniThread,
             slow_after=slow_after,
         )
-        executor = SerialExecutor(
+        connector = ConnectorPool(
             f"{self._name}.connector", self._logger, thread_context=tango.EnsureOmniThread
         )
         self._ctx = StreamContext(
             lock=self._lock,
             dispatcher=self._dispatcher,
-            executor=executor,
+            connector=connector,
+            probe=HostProbe(timeout=float(attempt_timeout)),
+            attempt_timeout=float(attempt_timeout),
             policy=backoff if backoff is not None else BackoffPolicy(),
             logger=self._logger,
             limited=RateLimitedLogger(self._logger),
@@ -180,8 +229,8 @@ class CallbackScheduler:
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
-        """The scheduler's own threads: the workers and the connector."""
-        return (*self._dispatcher.threads, self._ctx.executor.thread)
+        """The scheduler's own threads: workers, and connector threads started so far."""
+        return (*self._dispatcher.threads, *self._ctx.connector.threads)
 
     # -- queues --------------------------------------------------------------
 
@@ -278,13 +327,63 @@ class CallbackScheduler:
                 type, a malformed TRL, or a queue of another scheduler.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
+        return self._register(device, attr_name, event_type, callback, queue_factory, False, None)
+
+    def _register_on_caller_thread(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        callback: EventCallbackType,
+        queue_factory: QueueFactory | None = None,
+        lane_timeout: float | None = 5.0,
+    ) -> Future[CallbackID]:
+        """Register like :meth:`register_event_callback`, connecting on this thread.
+
+        Private, for callers that must make the first subscription themselves:
+        a command of a device that subscribes to that same device holds the
+        device's monitor, which a connector thread would wait for. If the
+        stream is new, its first connection attempt runs on the calling
+        thread while holding the device's connector lane (so subscriptions on
+        one proxy stay serialised); if the lane stays busy for
+        ``lane_timeout`` seconds the attempt is left to a connector thread.
+        Retries and later work run on the connector threads as usual.
+
+        Args:
+            device: As for :meth:`register_event_callback`.
+            attr_name: As for :meth:`register_event_callback`.
+            event_type: As for :meth:`register_event_callback`.
+            callback: As for :meth:`register_event_callback`.
+            queue_factory: As for :meth:`register_event_callback`.
+            lane_timeout: Seconds to wait for the device's lane; None waits.
+
+        Returns:
+            As for :meth:`register_event_callback`.
+        """
+        return self._register(
+            device, attr_name, event_type, callback, queue_factory, True, lane_timeout
+        )
+
+    def _register(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        callback: EventCallbackType,
+        queue_factory: QueueFactory | None,
+        on_caller: bool,
+        lane_timeout: float | None,
+    ) -> Future[CallbackID]:
         function = _as_function(callback)
         future: Future[CallbackID] = Future()
 
-        def bind(stream: EventStream) -> bool:
+        def bind(stream: EventStream, created: bool) -> bool:
             callback_id = CallbackID(next(_callback_numbers))
             registration = CallbackRegistration(callback_id, function)
-            stream.registrations = (*stream.registrations, registration)
+            if created:
+                stream.registrations = (*stream.registrations, registration)
+            else:  # give it the current value first, through the queue
+                stream.add_late(registration)
             self._callbacks[callback_id] = (stream, registration)
             if stream.outcome_known:
                 future.set_result(callback_id)  # no done-callbacks yet: safe under the lock
@@ -292,7 +391,7 @@ class CallbackScheduler:
             stream.waiters.append((future, callback_id))
             return True
 
-        self._attach(device, attr_name, event_type, queue_factory, bind)
+        self._attach(device, attr_name, event_type, queue_factory, bind, on_caller, lane_timeout)
         return future
 
     def unregister_callback(self, callback_id: CallbackID) -> None:
@@ -321,7 +420,10 @@ class CallbackScheduler:
         """
         with self._lock:
             self._check_running()
-            entry = self._callbacks.pop(callback_id, None)
+            try:
+                entry = self._callbacks.pop(callback_id, None)
+            except TypeError:  # unhashable: certainly not an id of ours
+                entry = None
             if entry is None:
                 raise UnknownCallbackError(
                     f"callback id {callback_id!r} is not registered with {self._name}"
@@ -364,9 +466,20 @@ class CallbackScheduler:
             ValueError: For malformed arguments.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
+        return self._connect(device, attr_name, event_type, queue_factory, False, None)
+
+    def _connect(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        queue_factory: QueueFactory | None,
+        on_caller: bool,
+        lane_timeout: float | None,
+    ) -> Future[None]:
         future: Future[None] = Future()
 
-        def bind(stream: EventStream) -> bool:
+        def bind(stream: EventStream, created: bool) -> bool:
             stream.pinned = True
             if stream.outcome_known:
                 future.set_result(None)
@@ -374,8 +487,32 @@ class CallbackScheduler:
             stream.waiters.append((future, None))
             return True
 
-        self._attach(device, attr_name, event_type, queue_factory, bind)
+        self._attach(device, attr_name, event_type, queue_factory, bind, on_caller, lane_timeout)
         return future
+
+    def _connect_on_caller_thread(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        queue_factory: QueueFactory | None = None,
+        lane_timeout: float | None = 5.0,
+    ) -> Future[None]:
+        """Pin a stream like :meth:`connect_event_stream`, connecting on this thread.
+
+        Private; see :meth:`_register_on_caller_thread`.
+
+        Args:
+            device: As for :meth:`connect_event_stream`.
+            attr_name: As for :meth:`connect_event_stream`.
+            event_type: As for :meth:`connect_event_stream`.
+            queue_factory: As for :meth:`connect_event_stream`.
+            lane_timeout: Seconds to wait for the device's lane; None waits.
+
+        Returns:
+            As for :meth:`connect_event_stream`.
+        """
+        return self._connect(device, attr_name, event_type, queue_factory, True, lane_timeout)
 
     def disconnect_event_stream(
         self, device: DeviceType, attr_name: str, event_type: tango.EventType
@@ -417,7 +554,13 @@ class CallbackScheduler:
         Args:
             timeout: Seconds to wait for running callbacks; None waits as long
                 as they take. Unsubscribing waits at most 5 s more.
+
+        Raises:
+            TypeError: If ``timeout`` is neither None nor a number.
+            ValueError: If ``timeout`` is negative or not finite. A call that
+                raises changes nothing: the scheduler keeps running.
         """
+        _check_seconds("timeout", timeout, allow_zero=True)
         with self._lock:
             if self._shut_down:
                 return
@@ -431,8 +574,9 @@ class CallbackScheduler:
                     registration.active = False
         wait = _UNSUBSCRIBE_WAIT if timeout is None else min(timeout, _UNSUBSCRIBE_WAIT)
         error = SchedulerShutdownError(f"{self._name} was shut down")
-        jobs = [functools.partial(s.close, error) for s in streams]
-        if not self._ctx.executor.close(jobs, wait):
+        self._ctx.probe.close()  # interrupt host checks in progress
+        jobs = [(s.key.device, functools.partial(s.close, error)) for s in streams]
+        if not self._ctx.connector.close(jobs, wait):
             self._logger.warning(
                 "%s: Tango did not take back every subscription within %.1f s", self._name, wait
             )
@@ -612,8 +756,8 @@ class CallbackScheduler:
     # -- internals -----------------------------------------------------------
 
     def _on_own_thread(self) -> bool:
-        """Tell whether the caller is a worker or the connector of this scheduler."""
-        return self._dispatcher.in_worker() or self._ctx.executor.in_executor()
+        """Tell whether the caller is a worker or a connector thread of this scheduler."""
+        return self._dispatcher.in_worker() or self._ctx.connector.in_pool()
 
     def _check_running(self) -> None:
         if self._shut_down:
@@ -640,13 +784,18 @@ class CallbackScheduler:
         attr_name: str,
         event_type: tango.EventType,
         queue_factory: QueueFactory | None,
-        bind: Callable[[EventStream], bool],
+        bind: Callable[[EventStream, bool], bool],
+        on_caller: bool = False,
+        lane_timeout: float | None = None,
     ) -> None:
         """Find or create the stream and run ``bind`` on it under the lock.
 
-        ``bind`` returns True when its future waits for the connection
-        outcome; on PyTango < 10.1 the caller then waits here for the
-        synchronous subscription, as a direct ``subscribe_event`` would.
+        ``bind`` gets the stream and whether it was just created, and returns
+        True when its future waits for the connection outcome; on PyTango <
+        10.1 the caller then waits here for the synchronous subscription, as
+        a direct ``subscribe_event`` would. With ``on_caller`` a new stream's
+        first attempt runs on the calling thread (see
+        :meth:`_register_on_caller_thread`).
         """
         if queue_factory is not None and not callable(queue_factory):
             raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
@@ -655,11 +804,16 @@ class CallbackScheduler:
             self._check_running()
             stream = self._streams.get(key)
             if stream is not None:
-                bind(stream)
+                bind(stream, False)
                 return
         # Create the queue outside the lock: the factory may call get_queue.
         queue = self._make_queue(queue_factory, key)
-        proxy = device if isinstance(device, tango.DeviceProxy) else None
+        # A proxy in another green mode returns futures or coroutines: use one of our own.
+        proxy = (
+            device
+            if isinstance(device, tango.DeviceProxy) and _compat.is_synchronous(device)
+            else None
+        )
         with self._lock:
             self._check_running()
             stream = self._streams.get(key)
@@ -670,12 +824,17 @@ class CallbackScheduler:
                 stream = EventStream(self._ctx, key, attr_name.strip(), queue, proxy)
                 self._streams[key] = stream
                 self._queue_users.setdefault(queue, set()).add(stream)
-            waiting = bind(stream)
+            waiting = bind(stream, created)
             waiter = stream.waiters[-1][0] if waiting else None
         if created:
-            self._ctx.executor.submit(stream.connect)
+            connector = self._ctx.connector
+            if getattr(_on_calling_thread, "active", False) and not on_caller:
+                on_caller, lane_timeout = True, _CALLER_LANE_WAIT
+            here = stream.connect_on_calling_thread
+            if not (on_caller and connector.run_here(key.device, here, lane_timeout)):
+                stream.submit(stream.connect)
         if waiter is not None and not _compat.ASYNC_SUBSCRIPTION and self._wait_for_subscription:
-            if not self._ctx.executor.in_executor():
+            if not self._ctx.connector.in_pool():
                 concurrent.futures.wait([waiter], timeout=_SYNC_REGISTER_WAIT)
 
     def _make_queue(self, queue_factory: QueueFactory | None, key: StreamKey) -> EventQueue:
@@ -702,7 +861,7 @@ class CallbackScheduler:
             if not users:
                 del self._queue_users[stream.queue]
                 self._dispatcher.forget_queue(stream.queue)
-        self._ctx.executor.submit(stream.close)
+        stream.submit(stream.close)
 
 
 def _as_function(callback: object) -> Callable[[Any], None]:
@@ -746,6 +905,16 @@ def _check_duration(name: str, value: object) -> float | None:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
     return float(value)
+
+
+def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+    if value is None and allow_zero:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        kind = "non-negative" if allow_zero else "positive"
+        raise ValueError(f"{name} must be a {kind} finite number of seconds, got {value!r}")
 
 
 def _describe(key: StreamKey) -> str:

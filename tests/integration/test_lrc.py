@@ -14,6 +14,7 @@ Every wait has a generous deadline; nothing asserts on speed.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import tango
 
-from ska_tango_scheduler import CallbackScheduler, StreamNotFoundError
+from ska_tango_scheduler import CallbackScheduler, StreamNotFoundError, _compat, _streams
 from ska_tango_scheduler import long_running_commands as lrc
 from ska_tango_scheduler.control_model import TERMINAL_STATUSES, ResultCode, TaskStatus
 from ska_tango_scheduler.long_running_commands import (
@@ -114,6 +115,25 @@ def sched() -> Iterator[CallbackScheduler]:
     scheduler.shutdown(timeout=30)
 
 
+@pytest.fixture(scope="module")
+def kept_connection(lrc_server: LrcServer) -> Iterator[None]:
+    """Keep this process's event connection to the LRC server open.
+
+    A subscription that opens the connection anew can miss the events pushed in its
+    first milliseconds (a Tango behaviour: tools/fresh_subscription_misses.py). The
+    invocation then still ends (its status checks catch up), but tests that assert
+    every early status ask for this fixture.
+    """
+    proxy = tango.DeviceProxy(lrc_server.v2)
+    connected = threading.Event()
+    subscription = _compat.subscribe(
+        proxy, "longRunningCommandStatus", CHANGE, lambda event: connected.set()
+    )
+    assert connected.wait(DEADLINE)
+    yield
+    proxy.unsubscribe_event(subscription)
+
+
 @pytest.fixture(params=["v2", "v1"])
 def device(request: pytest.FixtureRequest, lrc_server: LrcServer) -> str:
     """TRL of the version 2 device, then of the version 1 device."""
@@ -133,6 +153,8 @@ class LrcRecorder:
         self.threads: list[str] = []
         self.has_result = threading.Event()
         self.finished = threading.Event()
+        # The invocation's handle: dropping it would stop the callbacks.
+        self.handle: Any = None
 
     def __call__(self, **kwargs: Any) -> None:
         with self.lock:
@@ -181,6 +203,7 @@ NORMAL_RUN = [TaskStatus.STAGING, TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, Tas
 # --------------------------------------------------------------------------- the spec's examples
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_spec_invoke_with_callback_scheduler(device: str, sched: CallbackScheduler) -> None:
     """The spec's "Invoking a long running command" example, with a scheduler."""
     done = threading.Event()
@@ -206,13 +229,14 @@ def test_spec_invoke_with_callback_scheduler(device: str, sched: CallbackSchedul
     wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_spec_invoke_without_scheduler(device: str) -> None:
     """Without callback_scheduler the module-level scheduler carries the events."""
     module_scheduler = module_callback_scheduler()
     received_before = module_scheduler.diagnostics().totals.received
     recorder = LrcRecorder()
     dp = tango.DeviceProxy(device)
-    subs = invoke_lrc(recorder, dp, "Echo", "no scheduler given")
+    subs = invoke_lrc(recorder, dp, "Echo", ("no scheduler given",))
     recorder.wait_finished(module_scheduler)
     subs.unsubscribe_lrc_events()
     assert recorder.results() == [[ResultCode.OK, "no scheduler given"]]
@@ -230,7 +254,9 @@ def test_spec_invoke_without_scheduler(device: str) -> None:
 def test_terminal_status_unregisters_by_itself(device: str, sched: CallbackScheduler) -> None:
     """Without unsubscribe_lrc_events the invocation cleans up after a terminal status."""
     recorder = LrcRecorder()
-    invoke_lrc(recorder, tango.DeviceProxy(device), "Complete", callback_scheduler=sched)
+    recorder.handle = invoke_lrc(
+        recorder, tango.DeviceProxy(device), "Complete", callback_scheduler=sched
+    )
     recorder.wait_finished(sched)
     wait_for(
         lambda: device_streams(sched, device) == [],
@@ -244,10 +270,13 @@ def test_terminal_status_unregisters_by_itself(device: str, sched: CallbackSched
     )
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_progress_updates_arrive_in_order(device: str, sched: CallbackScheduler) -> None:
     """Progress reported by the device reaches the callback in order, before the end."""
     recorder = LrcRecorder()
-    invoke_lrc(recorder, tango.DeviceProxy(device), "Progress", 5, callback_scheduler=sched)
+    recorder.handle = invoke_lrc(
+        recorder, tango.DeviceProxy(device), "Progress", (5,), callback_scheduler=sched
+    )
     recorder.wait_finished(sched)
     progress = [c["progress"] for c in recorder.calls if "progress" in c]
     assert progress == [1, 2, 3, 4, 5]
@@ -261,7 +290,7 @@ def test_v1_result_comes_before_the_terminal_status(
     dp = tango.DeviceProxy(lrc_server.v1)
     for _ in range(10):
         recorder = LrcRecorder()
-        invoke_lrc(recorder, dp, "Complete", callback_scheduler=sched)
+        recorder.handle = invoke_lrc(recorder, dp, "Complete", callback_scheduler=sched)
         recorder.wait_finished(sched)
         keys = [next(iter(c)) for c in recorder.calls]
         assert keys[-2:] == ["result", "status"], recorder.calls
@@ -285,7 +314,7 @@ def test_spec_connect_lrc_interface(device: str, sched: CallbackScheduler) -> No
 
     for n in range(20):
         recorder = LrcRecorder()
-        subs = invoke_lrc(recorder, dp, "Echo", f"call {n}", callback_scheduler=sched)
+        subs = invoke_lrc(recorder, dp, "Echo", (f"call {n}",), callback_scheduler=sched)
         assert recorder.has_result.wait(DEADLINE), recorder.calls
         subs.unsubscribe_lrc_events()
         assert recorder.results() == [[ResultCode.OK, f"call {n}"]]
@@ -344,8 +373,9 @@ def test_fifty_concurrent_invocations(device: str, sched: CallbackScheduler, pin
         with tango.EnsureOmniThread():
             barrier.wait(DEADLINE)
             subs = invoke_lrc(
-                recorders[index], dp, "Echo", f"message {index}", callback_scheduler=sched
+                recorders[index], dp, "Echo", (f"message {index}",), callback_scheduler=sched
             )
+            recorders[index].handle = subs
             return subs.command_id
 
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
@@ -395,9 +425,10 @@ def test_slow_lrc_callback_does_not_hold_up_another_stream(
         dp = tango.DeviceProxy(lrc_server.v2)
         connect_lrc_interface(dp, scheduler)
         # STAGING, QUEUED, IN_PROGRESS, 8 progress updates and COMPLETED: 12 calls of 0.5 s.
+        handles: list[Any] = []
         invoker = threading.Thread(
-            target=lambda: invoke_lrc(
-                slow_lrc_callback, dp, "Progress", 8, callback_scheduler=scheduler
+            target=lambda: handles.append(
+                invoke_lrc(slow_lrc_callback, dp, "Progress", (8,), callback_scheduler=scheduler)
             )
         )
         invoker.start()
@@ -441,7 +472,7 @@ def test_dropped_lrc_events_are_reported(
 
         dp = tango.DeviceProxy(lrc_server.v2)
         steps = 1000
-        subs = invoke_lrc(blocking_callback, dp, "Progress", steps, callback_scheduler=scheduler)
+        subs = invoke_lrc(blocking_callback, dp, "Progress", (steps,), callback_scheduler=scheduler)
 
         def finished_on_the_device() -> bool:
             flat = list(dp.read_attribute("longRunningCommandStatus").value or ())
@@ -492,7 +523,9 @@ def test_dropped_lrc_events_are_reported(
 def test_failing_command(device: str, sched: CallbackScheduler) -> None:
     """A task that fails ends FAILED with the device's message."""
     recorder = LrcRecorder()
-    invoke_lrc(recorder, tango.DeviceProxy(device), "Fail", callback_scheduler=sched)
+    recorder.handle = invoke_lrc(
+        recorder, tango.DeviceProxy(device), "Fail", callback_scheduler=sched
+    )
     recorder.wait_finished(sched)
     assert recorder.statuses()[-1] == TaskStatus.FAILED
     assert recorder.results() == [[ResultCode.FAILED, "Fail: the task failed on purpose"]]
@@ -508,10 +541,13 @@ def test_command_rejected_in_the_reply(device: str, sched: CallbackScheduler) ->
     wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
 
 
+@pytest.mark.usefixtures("kept_connection")
 def test_command_rejected_after_queueing(device: str, sched: CallbackScheduler) -> None:
     """QUEUED, then REJECTED by event: reported to the callback, which is then released."""
     recorder = LrcRecorder()
-    invoke_lrc(recorder, tango.DeviceProxy(device), "RejectLater", callback_scheduler=sched)
+    recorder.handle = invoke_lrc(
+        recorder, tango.DeviceProxy(device), "RejectLater", callback_scheduler=sched
+    )
     recorder.wait_finished(sched)
     assert recorder.statuses() == [TaskStatus.STAGING, TaskStatus.QUEUED, TaskStatus.REJECTED]
     assert recorder.results() == [[ResultCode.NOT_ALLOWED, "RejectLater: command is not allowed"]]
@@ -522,7 +558,11 @@ def test_unexpected_result_code(device: str, sched: CallbackScheduler) -> None:
     """A reply code other than QUEUED/STARTED/REJECTED raises ResultCodeError."""
     with pytest.raises(ResultCodeError, match="OK"):
         invoke_lrc(
-            LrcRecorder(), tango.DeviceProxy(device), "ReplyWithCode", 0, callback_scheduler=sched
+            LrcRecorder(),
+            tango.DeviceProxy(device),
+            "ReplyWithCode",
+            (0,),
+            callback_scheduler=sched,
         )
     wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
 
@@ -611,7 +651,7 @@ def test_abort_commands(device: str, sched: CallbackScheduler) -> None:
     """A STARTED reply works too: AbortCommands ends a slow task ABORTED."""
     dp = tango.DeviceProxy(device)
     slow = LrcRecorder()
-    invoke_lrc(slow, dp, "Slow", 60.0, callback_scheduler=sched)
+    slow.handle = invoke_lrc(slow, dp, "Slow", (60.0,), callback_scheduler=sched)
     wait_for(
         lambda: TaskStatus.IN_PROGRESS in slow.statuses(), DEADLINE, message="slow task running"
     )
@@ -625,24 +665,199 @@ def test_abort_commands(device: str, sched: CallbackScheduler) -> None:
     assert slow.results() == [[ResultCode.ABORTED, "Slow aborted"]]
 
 
+# --------------------------------------------------------------------------- ska-tango-base
+
+
+def test_invoke_lrc_accepts_a_trl(device: str, sched: CallbackScheduler) -> None:
+    """A TRL string works where a DeviceProxy does, as register_event_callback allows."""
+    recorder = LrcRecorder()
+    subs = invoke_lrc(recorder, device, "Echo", ("by name",), callback_scheduler=sched)
+    recorder.wait_finished(sched)
+    assert recorder.results() == [[ResultCode.OK, "by name"]]
+    assert subs.command_id.endswith("_Echo")
+
+
+def test_invoke_lrc_with_an_unknown_trl(sched: CallbackScheduler) -> None:
+    """A TRL of a device that is not defined: DevFailed with SKA_InvokeLrcFailed last."""
+    with pytest.raises(tango.DevFailed) as info:
+        invoke_lrc(LrcRecorder(), "test/no/such-device", "Complete", callback_scheduler=sched)
+    assert info.value.args[-1].reason == INVOKE_FAILED_REASON
+    assert info.value.args[0].reason != INVOKE_FAILED_REASON
+
+
+def test_dropped_handle_stops_the_callbacks(device: str, sched: CallbackScheduler) -> None:
+    """Dropping the handle at once: the callback hears little or nothing, and is released."""
+    recorder = LrcRecorder()
+    invoke_lrc(recorder, tango.DeviceProxy(device), "Slow", (1.0,), callback_scheduler=sched)
+    wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
+    time.sleep(1.5)  # the command ends on the device meanwhile
+    assert TaskStatus.COMPLETED not in recorder.statuses(), recorder.calls
+
+
+@pytest.mark.parametrize("connect", [False, True], ids=["invoke", "connect-and-invoke"])
+def test_invoke_lrc_on_itself_from_one_of_its_commands(device: str, connect: bool) -> None:
+    """A device's command calls invoke_lrc (and connect_lrc_interface) on the device itself."""
+    dp = tango.DeviceProxy(device)
+    dp.set_timeout_millis(20_000)
+    command_id = dp.InvokeOnItself(["Complete", *(["connect"] if connect else [])])
+    assert command_id.endswith("_Complete")
+
+    def finished() -> bool:
+        calls = json.loads(dp.selfInvocationCalls)
+        return any(call.get("status") == int(TaskStatus.COMPLETED) for call in calls)
+
+    wait_for(finished, DEADLINE, message=lambda: f"calls: {dp.selfInvocationCalls}")
+    calls = json.loads(dp.selfInvocationCalls)
+    assert [c["result"] for c in calls if "result" in c] == [[0, "Complete completed"]]
+
+
+def test_invoke_lrc_from_the_only_worker_warns(
+    lrc_server: LrcServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """invoke_lrc from the one worker of a 1-thread scheduler logs why waiting there hangs."""
+    scheduler = CallbackScheduler(thread_count=1, name="lrc-one-worker")
+    try:
+        source_done = threading.Event()
+        handles: list[Any] = []
+        recorder = LrcRecorder()
+
+        def on_event(event: Any) -> None:
+            if not handles:
+                handles.append(
+                    invoke_lrc(
+                        recorder,
+                        tango.DeviceProxy(lrc_server.v2),
+                        "Complete",
+                        callback_scheduler=scheduler,
+                    )
+                )
+            source_done.set()
+
+        scheduler.register_event_callback(lrc_server.v2, "State", CHANGE, on_event)
+        assert source_done.wait(DEADLINE)
+        recorder.wait_finished(scheduler)
+        assert any("only worker" in r.getMessage() for r in caplog.records), caplog.text
+    finally:
+        scheduler.shutdown(timeout=30)
+
+
+# --------------------------------------------------------------------------- missed updates
+
+
+def _drop_events_of(monkeypatch: pytest.MonkeyPatch, suffix: str) -> list[int]:
+    """Fault point: the client never receives events about commands whose id ends in suffix.
+
+    As if they were pushed while the client had no subscription. Returns a list whose
+    length counts the events dropped.
+    """
+    dropped: list[int] = []
+    original = _streams.EventStream._tango_callback
+
+    def patched(self: _streams.EventStream, generation: int) -> Any:
+        inner = original(self, generation)
+
+        def on_event(event: Any) -> None:
+            value = getattr(getattr(event, "attr_value", None), "value", None)
+            outcome = _compat.is_subscription_outcome(event)
+            if not outcome and value is not None and any(str(v).endswith(suffix) for v in value):
+                dropped.append(1)
+                return
+            inner(event)
+
+        return on_event
+
+    monkeypatch.setattr(_streams.EventStream, "_tango_callback", patched)
+    return dropped
+
+
+def test_an_invocation_that_missed_every_event_catches_up(
+    device: str, sched: CallbackScheduler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every event of the command is lost: the state is read from the device instead."""
+    dropped = _drop_events_of(monkeypatch, "_Echo")
+    recorder = LrcRecorder()
+    subs = invoke_lrc(
+        recorder, tango.DeviceProxy(device), "Echo", ("caught up",), callback_scheduler=sched
+    )
+    recorder.wait_finished(sched)
+    assert dropped, "the fault point dropped nothing"
+    assert recorder.statuses()[-1] == TaskStatus.COMPLETED
+    assert recorder.results() == [[ResultCode.OK, "caught up"]]
+    wait_for(lambda: registered_callbacks(sched, device) == 0, DEADLINE, message="callbacks left")
+    subs.unsubscribe_lrc_events()
+
+
+# --------------------------------------------------------------------------- device death
+
+
+def _lrc_process(factory: DeviceServerFactory, database: TangoDatabase, key: str) -> str:
+    props = {"v2": {}, "v1": {"LrcProtocolVersions": ["1", "1"]}}[key]
+    return _start_lrc_server(factory, database, {key: props})[key]
+
+
+def _ended(recorder: LrcRecorder) -> bool:
+    with recorder.lock:
+        for call in recorder.calls:
+            if call.get("status") in (*TERMINAL_STATUSES, TaskStatus.NOT_FOUND):
+                return True
+            if "error" in call and call["error"][0].reason == lrc.OUTCOME_LOST_REASON:
+                return True
+    return False
+
+
 @pytest.mark.timeout(300)
-def test_error_events_reach_the_callback(
+def test_lrc_ends_when_its_device_dies(
     device_server_factory: DeviceServerFactory,
     tango_database: TangoDatabase,
     sched: CallbackScheduler,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """When the server dies mid-command, Tango's error events arrive as error=."""
-    trls = _start_lrc_server(device_server_factory, tango_database, {"v2": {}})
+    """kill -9 mid-command, the device stays away: error events, then a final error=."""
+    monkeypatch.setattr(lrc, "OUTCOME_LOST_AFTER", 5.0)
+    trl = _lrc_process(device_server_factory, tango_database, "v2")
     recorder = LrcRecorder()
-    subs = invoke_lrc(
-        recorder, tango.DeviceProxy(trls["v2"]), "Slow", 120.0, callback_scheduler=sched
-    )
+    subs = invoke_lrc(recorder, tango.DeviceProxy(trl), "Slow", (120.0,), callback_scheduler=sched)
     wait_for(
         lambda: TaskStatus.IN_PROGRESS in recorder.statuses(), DEADLINE, message="task running"
     )
+    died = time.monotonic()
     device_server_factory.processes[-1].kill()
-    errors = wait_for(recorder.errors, 90.0, message="an error event after the server died")
+    wait_for(lambda: _ended(recorder), 120.0, message=lambda: f"no end: {recorder.calls}")
+    delay = time.monotonic() - died
+    errors = recorder.errors()
     assert all(isinstance(e, tango.DevError) for e in errors[0])
     assert errors[0][0].reason != EVENTS_DROPPED_REASON
+    assert errors[-1][0].reason == lrc.OUTCOME_LOST_REASON
+    assert "lost" in errors[-1][0].desc
+    print(f"from kill -9 to the final error=: {delay:.1f} s")
+    wait_for(lambda: registered_callbacks(sched, trl) == 0, DEADLINE, message="callbacks")
+    count = len(recorder.calls)
+    time.sleep(1.0)
+    assert len(recorder.calls) == count
     subs.unsubscribe_lrc_events()
-    wait_for(lambda: registered_callbacks(sched, trls["v2"]) == 0, DEADLINE, message="callbacks")
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_lrc_ends_not_found_when_its_device_restarts(
+    device_server_factory: DeviceServerFactory,
+    tango_database: TangoDatabase,
+    sched: CallbackScheduler,
+    version: str,
+) -> None:
+    """kill -9 mid-command and restart: the restarted device does not know it: NOT_FOUND."""
+    trl = _lrc_process(device_server_factory, tango_database, version)
+    recorder = LrcRecorder()
+    subs = invoke_lrc(recorder, tango.DeviceProxy(trl), "Slow", (120.0,), callback_scheduler=sched)
+    wait_for(
+        lambda: TaskStatus.IN_PROGRESS in recorder.statuses(), DEADLINE, message="task running"
+    )
+    process = device_server_factory.processes[-1]
+    died = time.monotonic()
+    process.kill()
+    process.start()
+    wait_for(lambda: _ended(recorder), 120.0, message=lambda: f"no end: {recorder.calls}")
+    print(f"from kill -9 and restart to NOT_FOUND: {time.monotonic() - died:.1f} s")
+    assert recorder.statuses()[-1] == TaskStatus.NOT_FOUND
+    wait_for(lambda: registered_callbacks(sched, trl) == 0, DEADLINE, message="callbacks")
+    subs.unsubscribe_lrc_events()

@@ -10,19 +10,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import tango
 
 from ska_tango_scheduler.mixin import DIAGNOSTIC_ATTRIBUTES, SAFE_MONITOR_RELEASE
-from ska_tango_scheduler.testing import DeviceServerProcess, TangoDatabase, wait_for
-from ska_tango_scheduler.testing.mixin_devices import (
-    SCHEDULER_REFERENCE_CLASS,
-    SCHEDULER_REFERENCE_MODULE,
-    SERIAL_MODEL_ENV,
-)
+from ska_tango_scheduler.testing import TangoDatabase, wait_for
+from ska_tango_scheduler.testing.mixin_devices import SERIAL_MODEL_ENV, reference_server
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
 
 CHANGE = tango.EventType.CHANGE_EVENT
@@ -35,39 +31,12 @@ EXPECTED_TYPES = {
     "schedulerDeliveredEvents": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
     "schedulerDroppedEvents": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
     "schedulerCallbackErrors": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
+    "schedulerMaxLatency": (tango.CmdArgType.DevDouble, tango.AttrDataFormat.SCALAR),
+    "schedulerQueueLatencies": (tango.CmdArgType.DevDouble, tango.AttrDataFormat.SPECTRUM),
+    "schedulerSlowCallbacks": (tango.CmdArgType.DevLong64, tango.AttrDataFormat.SCALAR),
     "schedulerBackoffState": (tango.CmdArgType.DevString, tango.AttrDataFormat.SCALAR),
     "schedulerDiagnostics": (tango.CmdArgType.DevString, tango.AttrDataFormat.SCALAR),
 }
-
-
-def reference_server(
-    factory: DeviceServerFactory,
-    database: TangoDatabase,
-    devices: Mapping[str, Mapping[str, str]],
-    *,
-    peers: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-    start: bool = True,
-) -> DeviceServerProcess:
-    """Define a SchedulerReference server with properties (and EventSource peers)."""
-    instance = factory.unique_name("ref")
-    process = factory(
-        f"{SCHEDULER_REFERENCE_CLASS}/{instance}",
-        list(devices),
-        device_class=SCHEDULER_REFERENCE_CLASS,
-        module=SCHEDULER_REFERENCE_MODULE,
-        start=False,
-        env=dict(env or {}),
-    )
-    process.register()
-    for peer in peers:
-        database.add_device(peer, "EventSource", process.server)
-    for name, properties in devices.items():
-        if properties:
-            database.put_device_properties(name, {k: [v] for k, v in properties.items()})
-    if start:
-        process.start()
-    return process
 
 
 def as_list(value: Any) -> list[Any]:

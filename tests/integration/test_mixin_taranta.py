@@ -39,6 +39,9 @@ GQL_TYPES = {
     "schedulerDeliveredEvents": ("DevLong64", "SCALAR"),
     "schedulerDroppedEvents": ("DevLong64", "SCALAR"),
     "schedulerCallbackErrors": ("DevLong64", "SCALAR"),
+    "schedulerMaxLatency": ("DevDouble", "SCALAR"),
+    "schedulerQueueLatencies": ("DevDouble", "SPECTRUM"),
+    "schedulerSlowCallbacks": ("DevLong64", "SCALAR"),
     "schedulerBackoffState": ("DevString", "SCALAR"),
     "schedulerDiagnostics": ("DevString", "SCALAR"),
 }

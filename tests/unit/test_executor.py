@@ -1,4 +1,4 @@
-"""The connector thread: ordered jobs, delays, cancellation, closing."""
+"""The connector pool: jobs in order per lane, lanes in parallel, delays, closing."""
 
 from __future__ import annotations
 
@@ -6,32 +6,55 @@ import logging
 import threading
 import time
 
-from ska_tango_scheduler._executor import SerialExecutor
+from ska_tango_scheduler._executor import ConnectorPool
 
 LOG = logging.getLogger("test.executor")
 
 
-def test_jobs_run_in_order_on_one_thread() -> None:
-    ex = SerialExecutor("ex", LOG)
-    seen: list[tuple[int, str]] = []
+def test_jobs_of_one_lane_run_in_order_one_at_a_time() -> None:
+    ex = ConnectorPool("ex", LOG, max_threads=4)
+    seen: list[int] = []
+    running = [0]
+    overlap: list[int] = []
     done = threading.Event()
+
+    def job(i: int) -> None:
+        running[0] += 1
+        overlap.append(running[0])
+        time.sleep(0.001)
+        seen.append(i)
+        running[0] -= 1
+
     for i in range(50):
-        ex.submit(lambda i=i: seen.append((i, threading.current_thread().name)))
-    ex.submit(done.set)
+        ex.submit("a", lambda i=i: job(i))
+    ex.submit("a", done.set)
     assert done.wait(30)
-    assert [i for i, _ in seen] == list(range(50))
-    assert {name for _, name in seen} == {"ex"}
+    assert seen == list(range(50))
+    assert max(overlap) == 1
+    assert all(t.name.startswith("ex-") for t in ex.threads)
+    assert ex.close([], 30)
+
+
+def test_a_blocked_lane_does_not_hold_up_the_others() -> None:
+    ex = ConnectorPool("ex", LOG, max_threads=4)
+    gate = threading.Event()
+    done = threading.Event()
+    ex.submit("hung", lambda: gate.wait(30))
+    ex.submit("hung", lambda: None)
+    ex.submit("other", done.set)
+    assert done.wait(30)
+    gate.set()
     assert ex.close([], 30)
 
 
 def test_delayed_and_cancelled_jobs() -> None:
-    ex = SerialExecutor("ex", LOG)
+    ex = ConnectorPool("ex", LOG)
     seen: list[str] = []
     done = threading.Event()
-    ex.call_later(0.2, lambda: seen.append("late"))
-    ex.call_later(0.2, done.set)
-    handle = ex.call_later(0.1, lambda: seen.append("cancelled"))
-    ex.submit(lambda: seen.append("now"))
+    ex.call_later(0.2, "a", lambda: seen.append("late"))
+    ex.call_later(0.3, "a", done.set)
+    handle = ex.call_later(0.1, "a", lambda: seen.append("cancelled"))
+    ex.submit("a", lambda: seen.append("now"))
     handle.cancel()
     assert done.wait(30)
     assert seen == ["now", "late"]
@@ -39,30 +62,30 @@ def test_delayed_and_cancelled_jobs() -> None:
 
 
 def test_a_failing_job_does_not_stop_the_thread(caplog) -> None:
-    ex = SerialExecutor("ex", LOG)
+    ex = ConnectorPool("ex", LOG, max_threads=1)
     done = threading.Event()
 
     def bad() -> None:
         raise RuntimeError("boom")
 
     with caplog.at_level(logging.ERROR, logger="test.executor"):
-        ex.submit(bad)
-        ex.submit(done.set)
+        ex.submit("a", bad)
+        ex.submit("a", done.set)
         assert done.wait(30)
     assert any("failed" in r.getMessage() for r in caplog.records)
     assert ex.close([], 30)
 
 
-def test_close_runs_due_jobs_then_final_jobs_and_cancels_later_ones() -> None:
-    ex = SerialExecutor("ex", LOG)
+def test_close_runs_queued_jobs_then_final_jobs_and_cancels_later_ones() -> None:
+    ex = ConnectorPool("ex", LOG)
     seen: list[str] = []
     gate = threading.Event()
-    ex.submit(lambda: gate.wait(30))  # hold the thread so the next jobs stay pending
-    ex.submit(lambda: seen.append("due"))
-    ex.call_later(60, lambda: seen.append("never"))
+    ex.submit("a", lambda: gate.wait(30))  # hold the lane so the next jobs stay pending
+    ex.submit("a", lambda: seen.append("due"))
+    ex.call_later(60, "a", lambda: seen.append("never"))
     start = time.monotonic()
     closer = threading.Thread(
-        target=lambda: seen.append(str(ex.close([lambda: seen.append("final")], 30)))
+        target=lambda: seen.append(str(ex.close([("a", lambda: seen.append("final"))], 30)))
     )
     closer.start()
     time.sleep(0.1)
@@ -70,17 +93,48 @@ def test_close_runs_due_jobs_then_final_jobs_and_cancels_later_ones() -> None:
     closer.join(30)
     assert seen == ["due", "final", "True"]
     assert time.monotonic() - start < 30
-    assert not ex.thread.is_alive()
-    assert ex.submit(lambda: seen.append("after")).cancelled
+    assert not any(t.is_alive() for t in ex.threads)
+    assert ex.submit("a", lambda: seen.append("after")).cancelled
 
 
-def test_close_from_the_executor_thread() -> None:
-    ex = SerialExecutor("ex", LOG)
+def test_close_from_a_pool_thread() -> None:
+    ex = ConnectorPool("ex", LOG)
     result: list[object] = []
+    done = threading.Event()
 
     def closer() -> None:
-        result.append(ex.close([lambda: result.append("final")], 30))
+        result.append(ex.close([("a", lambda: (result.append("final"), done.set()))], 30))
 
-    ex.submit(closer)
-    ex.thread.join(30)
-    assert result == [True, "final"] and not ex.thread.is_alive()
+    ex.submit("a", closer)
+    assert done.wait(30)
+    for thread in ex.threads:
+        thread.join(30)
+    assert result == [True, "final"]
+
+
+def test_run_here_keeps_the_lane_serialised() -> None:
+    ex = ConnectorPool("ex", LOG)
+    gate = threading.Event()
+    order: list[str] = []
+    started = threading.Event()
+    ex.submit("a", lambda: (started.set(), gate.wait(30), order.append("pool")))
+    assert started.wait(30)
+    assert not ex.run_here("a", lambda: order.append("early"), timeout=0.1)
+    gate.set()
+    assert ex.run_here("a", lambda: order.append("here"), timeout=30)
+    assert order == ["pool", "here"]
+    assert ex.run_here("b", lambda: order.append(threading.current_thread().name), None)
+    assert order[-1] == threading.current_thread().name
+    assert ex.close([], 30)
+
+
+def test_notify_runs_off_the_pool_threads() -> None:
+    ex = ConnectorPool("ex", LOG)
+    names: list[str] = []
+    done = threading.Event()
+    ex.submit(
+        "a", lambda: ex.notify(lambda: (names.append(threading.current_thread().name), done.set()))
+    )
+    assert done.wait(30)
+    assert names == ["ex.futures"]
+    assert ex.close([], 30)

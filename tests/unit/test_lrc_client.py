@@ -6,12 +6,17 @@ of the test) so that buffering, replay, ordering and clean-up can be checked exa
 
 from __future__ import annotations
 
+import gc
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -79,12 +84,15 @@ class FakeStream:
     state: str = "connected"
 
 
-class FakeScheduler:
-    """Just enough of CallbackScheduler, delivering events synchronously."""
+class FakeScheduler(CallbackScheduler):
+    """Just enough of CallbackScheduler, delivering events synchronously.
 
-    def __init__(self) -> None:
-        self.name = "fake"
-        self.is_shutdown = False
+    A subclass, so that invoke_lrc's type check accepts it; it starts no threads.
+    """
+
+    def __init__(self) -> None:  # noqa: D107 - deliberately not calling super()
+        self._name = "fake"
+        self._shut_down = False
         self.streams: dict[str, FakeStream] = {}
         self.next_id = 1
         self.registered: list[str] = []
@@ -92,6 +100,17 @@ class FakeScheduler:
         self.future_factory: Callable[[int], Future[Any]] | None = None
 
     # the API used by long_running_commands
+    @property
+    def thread_count(self) -> int:
+        return 2
+
+    @property
+    def threads(self) -> tuple[threading.Thread, ...]:
+        return ()
+
+    def __repr__(self) -> str:
+        return "<FakeScheduler>"
+
     def allocate_queue(self, queue_size: int = 32) -> EventQueue:
         return EventQueue(queue_size)
 
@@ -198,6 +217,8 @@ class FakeProxy:
         self.versions = versions
         self.scripts: dict[str, Callable[[Any], Any]] = {}
         self.attribute_list_error: tango.DevFailed | None = None
+        self.queried = 0
+        self.command_calls: list[tuple[str, tuple[Any, ...]]] = []
 
     def dev_name(self) -> str:
         return "x/y/z"
@@ -212,6 +233,7 @@ class FakeProxy:
         return 1
 
     def get_attribute_list(self) -> list[str]:
+        self.queried += 1
         if self.attribute_list_error is not None:
             raise self.attribute_list_error
         names = ["State", "Status"]
@@ -224,6 +246,7 @@ class FakeProxy:
         return SimpleNamespace(value=self.versions)
 
     def command_inout(self, command: str, *args: Any) -> Any:
+        self.command_calls.append((command, args))
         return self.scripts[command](args[0] if args else None)
 
 
@@ -245,6 +268,17 @@ class Recorder:
 
     def __call__(self, **kwargs: Any) -> None:
         self.calls.append(kwargs)
+
+
+#: Handles of the invocations a test started: kept alive until the test ends, since
+#: dropping a handle stops its callbacks (as in ska-tango-base).
+_kept: list[LRCSubscriptionsProtocol] = []
+
+
+@pytest.fixture(autouse=True)
+def _keep_handles() -> Iterator[None]:
+    yield
+    _kept.clear()
 
 
 @pytest.fixture
@@ -271,16 +305,18 @@ def run(
         recorder,
         cast(tango.DeviceProxy, proxy),
         command,
-        arg,
+        None if arg is None else (arg,),
         callback_scheduler=cast(CallbackScheduler, sched),
     )
+    _kept.append(subs)
     settle(subs)
     return subs
 
 
 def settle(subs: LRCSubscriptionsProtocol) -> None:
     """Wait for the invocation's replay thread, if it has one."""
-    thread = cast(Any, subs)._replay_thread
+    inner = getattr(subs, "_invocation", subs)
+    thread = inner._replay_thread
     if thread is not None:
         thread.join(30)
         assert not thread.is_alive()
@@ -906,3 +942,182 @@ def test_module_scheduler_is_a_lazy_singleton() -> None:
     second = module_callback_scheduler()
     assert second is not first
     assert not second.is_shutdown
+
+
+# --------------------------------------------------------------------------- ska-tango-base
+
+
+def test_command_args_tuple_is_unpacked(proxy: FakeProxy, sched: FakeScheduler) -> None:
+    """command_args is a tuple unpacked into the call, as in ska-tango-base."""
+    proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
+    subs = invoke_lrc(
+        Recorder(),
+        cast(tango.DeviceProxy, proxy),
+        "Do",
+        (1.5,),
+        callback_scheduler=cast(CallbackScheduler, sched),
+    )
+    assert proxy.command_calls == [("Do", (1.5,))]
+    invoke_lrc(
+        Recorder(),
+        cast(tango.DeviceProxy, proxy),
+        "Do",
+        ([1, 2],),
+        callback_scheduler=cast(CallbackScheduler, sched),
+    )
+    invoke_lrc(Recorder(), cast(tango.DeviceProxy, proxy), "Do", (), callback_scheduler=sched)
+    assert proxy.command_calls[1:] == [("Do", ([1, 2],)), ("Do", ())]
+    subs.unsubscribe_lrc_events()
+
+
+@pytest.mark.parametrize("bad", [1.5, "text", [1, 2], {"a": 1}])
+def test_command_args_that_is_not_a_tuple_is_refused(
+    proxy: FakeProxy, sched: FakeScheduler, bad: Any
+) -> None:
+    """A bare value is a TypeError that shows the tuple form, before anything happens."""
+    proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
+    with pytest.raises(TypeError, match=r"command_args=\(") as info:
+        invoke_lrc(Recorder(), cast(tango.DeviceProxy, proxy), "Do", bad, callback_scheduler=sched)
+    assert repr(bad) in str(info.value)
+    assert proxy.queried == 0
+    assert proxy.command_calls == []
+    assert sched.registered == []
+
+
+def test_command_args_with_two_values_is_refused(proxy: FakeProxy, sched: FakeScheduler) -> None:
+    """A Tango command takes one argument: two values are a TypeError."""
+    with pytest.raises(TypeError, match="one argument"):
+        invoke_lrc(
+            Recorder(), cast(tango.DeviceProxy, proxy), "Do", (1, 2), callback_scheduler=sched
+        )
+    assert proxy.command_calls == []
+
+
+@pytest.mark.parametrize("bad", ["sched", 3, object()])
+def test_callback_scheduler_of_the_wrong_type_is_refused_first(
+    proxy: FakeProxy, sched: FakeScheduler, bad: Any
+) -> None:
+    """A callback_scheduler that is not a CallbackScheduler: TypeError, device not asked."""
+    with pytest.raises(TypeError, match="callback_scheduler"):
+        invoke_lrc(Recorder(), cast(tango.DeviceProxy, proxy), "Do", callback_scheduler=bad)
+    assert proxy.queried == 0
+    with pytest.raises(TypeError, match="scheduler"):
+        connect_lrc_interface(cast(tango.DeviceProxy, proxy), bad)
+    assert proxy.queried == 0
+
+
+def test_proxy_of_the_wrong_type_is_refused(sched: FakeScheduler) -> None:
+    """Neither a DeviceProxy nor a TRL: TypeError."""
+    with pytest.raises(TypeError, match="proxy"):
+        invoke_lrc(Recorder(), cast(Any, 42), "Do", callback_scheduler=sched)
+
+
+def test_dropped_handle_stops_callbacks_and_releases(
+    proxy: FakeProxy, sched: FakeScheduler
+) -> None:
+    """Once the handle is garbage, no call is made and the callbacks are unregistered."""
+    proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
+    recorder = Recorder()
+    subs = invoke_lrc(recorder, cast(tango.DeviceProxy, proxy), "Do", callback_scheduler=sched)
+    settle(subs)
+    sched.push(V2, v2("id", status=1))
+    assert recorder.calls == [{"status": TaskStatus.QUEUED}]
+    assert sched.callback_count() == 1
+    del subs
+    gc.collect()
+    sched.push(V2, v2("id", status=2))
+    assert recorder.calls == [{"status": TaskStatus.QUEUED}]
+    wait_until(lambda: sched.callback_count() == 0)
+
+
+def test_handle_in_a_cycle_is_released_by_the_collector(
+    proxy: FakeProxy, sched: FakeScheduler
+) -> None:
+    """A handle kept only by a reference cycle of the user's is released by gc.collect()."""
+    proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
+    recorder = Recorder()
+    holder: dict[str, Any] = {}
+    holder["self"] = holder
+    holder["subs"] = invoke_lrc(
+        recorder, cast(tango.DeviceProxy, proxy), "Do", callback_scheduler=sched
+    )
+    settle(holder["subs"])
+    assert sched.callback_count() == 1
+    del holder
+    gc.collect()
+    sched.push(V2, v2("id", status=2))
+    assert recorder.calls == []
+    wait_until(lambda: sched.callback_count() == 0)
+
+
+def test_unsubscribe_then_drop_is_harmless(proxy: FakeProxy, sched: FakeScheduler) -> None:
+    """unsubscribe_lrc_events() then dropping the handle unregisters exactly once."""
+    proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
+    subs = invoke_lrc(Recorder(), cast(tango.DeviceProxy, proxy), "Do", callback_scheduler=sched)
+    subs.unsubscribe_lrc_events()
+    subs.unsubscribe_lrc_events()
+    del subs
+    gc.collect()
+    time.sleep(0.2)
+    assert len(sched.unregistered) == 1
+
+
+def test_exceptions_without_ska_tango_base() -> None:
+    """Without ska-tango-base the classes are plain RuntimeError and ValueError subclasses."""
+    try:
+        import ska_tango_base  # noqa: F401
+    except ImportError:
+        pass
+    else:  # pragma: no cover - the interop suite covers this case
+        pytest.skip("ska_tango_base is importable here")
+    assert CommandError.__mro__[1:] == (RuntimeError, Exception, BaseException, object)
+    assert ResultCodeError.__mro__[1:] == (ValueError, Exception, BaseException, object)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_exceptions_are_ska_tango_base_ones_when_it_is_importable(tmp_path: Path) -> None:
+    """With a (stand-in) ska_tango_base importable, its except clauses catch ours."""
+    package = tmp_path / "ska_tango_base"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "faults.py").write_text(
+        "class CommandError(RuntimeError):\n    pass\n\n\n"
+        "class ResultCodeError(ValueError):\n    pass\n"
+    )
+    probe = (
+        "from ska_tango_base import faults\n"
+        "from ska_tango_scheduler import long_running_commands as lrc\n"
+        "try:\n"
+        "    raise lrc.CommandError('rejected')\n"
+        "except faults.CommandError:\n"
+        "    pass\n"
+        "try:\n"
+        "    raise lrc.ResultCodeError('odd code')\n"
+        "except faults.ResultCodeError:\n"
+        "    pass\n"
+        "assert issubclass(lrc.CommandError, RuntimeError)\n"
+        "assert issubclass(lrc.ResultCodeError, ValueError)\n"
+        "print('caught')\n"
+    )
+    env = dict(os.environ)
+    package_root = str(Path(lrc.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(tmp_path), package_root, *filter(None, [env.get("PYTHONPATH")])]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "caught"

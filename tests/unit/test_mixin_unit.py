@@ -22,6 +22,7 @@ from ska_tango_scheduler import CallbackScheduler
 from ska_tango_scheduler import mixin as mixin_module
 from ska_tango_scheduler.diagnostics import (
     BackoffDiagnostics,
+    LatencyStats,
     QueueDiagnostics,
     SchedulerDiagnostics,
     Totals,
@@ -29,12 +30,18 @@ from ska_tango_scheduler.diagnostics import (
 from ska_tango_scheduler.mixin import (
     DIAGNOSTIC_ATTRIBUTES,
     MAX_REPORTED_QUEUES,
+    SCHEDULER_PROPERTIES,
+    SchedulerConfigurationError,
     SchedulerMixin,
     changed_values,
+    check_property_texts,
+    check_scheduler_name,
+    check_slow_callback_duration,
+    check_thread_count,
     diagnostic_values,
 )
 
-PROPERTIES = {"SchedulerThreadCount", "SchedulerName"}
+PROPERTIES = {"SchedulerThreadCount", "SchedulerName", "SchedulerSlowCallbackDuration"}
 
 
 def snapshot(**overrides: Any) -> SchedulerDiagnostics:
@@ -43,10 +50,30 @@ def snapshot(**overrides: Any) -> SchedulerDiagnostics:
         "thread_count": 2,
         "running": True,
         "timestamp": 1000.0,
-        "totals": Totals(received=10, delivered=6, dropped=1, queued=3, callback_errors=2),
+        "totals": Totals(
+            received=10,
+            delivered=6,
+            dropped=1,
+            queued=3,
+            callback_errors=2,
+            slow_callbacks=4,
+            max_latency_ms=250.0,
+        ),
         "queues": (
-            QueueDiagnostics("q1", 32, 3, 9, 5, 1, ("a#CHANGE_EVENT",)),
-            QueueDiagnostics("q2", 32, 0, 1, 1, 0, ("b#CHANGE_EVENT",)),
+            QueueDiagnostics(
+                "q1",
+                32,
+                3,
+                9,
+                5,
+                1,
+                ("a#CHANGE_EVENT",),
+                latency=LatencyStats(200.0, 250.0, 240.0, 5),
+                slow_callbacks=4,
+            ),
+            QueueDiagnostics(
+                "q2", 32, 0, 1, 1, 0, ("b#CHANGE_EVENT",), latency=LatencyStats(0.2, 0.5, 0.5, 1)
+            ),
         ),
         "backoff": (BackoffDiagnostics("c#CHANGE_EVENT", 3, 0.4, 0.2, "API_Boom: no", 99.0),),
     }
@@ -67,6 +94,9 @@ def test_diagnostic_values_cover_every_attribute() -> None:
     assert values["schedulerDeliveredEvents"] == 6
     assert values["schedulerDroppedEvents"] == 1
     assert values["schedulerCallbackErrors"] == 2
+    assert values["schedulerMaxLatency"] == 250.0
+    assert values["schedulerQueueLatencies"] == [240.0, 0.5]
+    assert values["schedulerSlowCallbacks"] == 4
     backoff = json.loads(values["schedulerBackoffState"])
     assert backoff == {
         "c#CHANGE_EVENT": {
@@ -102,6 +132,8 @@ def test_changed_values_ignore_the_snapshot_time() -> None:
         "schedulerReceivedEvents",
         "schedulerDeliveredEvents",
         "schedulerCallbackErrors",
+        "schedulerMaxLatency",
+        "schedulerSlowCallbacks",
         "schedulerDiagnostics",
     }
 
@@ -344,3 +376,52 @@ def test_safe_monitor_release_follows_the_pytango_version() -> None:
 )
 def test_which_serial_models_release_the_monitor(model: Any, released: bool) -> None:
     assert mixin_module._releases_monitor(model) is released
+
+
+# -- configuration checks -------------------------------------------------------------------
+
+
+def test_scheduler_properties_are_the_documented_ones() -> None:
+    assert set(SCHEDULER_PROPERTIES) == PROPERTIES
+
+
+@pytest.mark.parametrize("good", [1, 4, "2", " 3 "])
+def test_thread_count_accepts_whole_numbers_from_one(good: object) -> None:
+    assert check_thread_count(good) == int(str(good).strip())
+
+
+@pytest.mark.parametrize("bad", [0, -3, "0", "-3", "abc", "1.5", "", True, 2.0, None])
+def test_thread_count_rejects_with_the_setting_and_value(bad: object) -> None:
+    with pytest.raises(SchedulerConfigurationError) as info:
+        check_thread_count(bad, "SchedulerThreadCount")
+    assert str(info.value).startswith(f"SchedulerThreadCount = {bad!r} is not valid")
+
+
+@pytest.mark.parametrize("bad", ["", "   ", "a\nb", "tab\there", 3, None])
+def test_scheduler_name_rejects_blank_and_unprintable(bad: object) -> None:
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerName = "):
+        check_scheduler_name(bad)
+    assert check_scheduler_name("my/device.scheduler") == "my/device.scheduler"
+
+
+def test_slow_callback_duration_zero_or_none_is_off() -> None:
+    assert check_slow_callback_duration(None) is None
+    assert check_slow_callback_duration(0) is None
+    assert check_slow_callback_duration("0") is None
+    assert check_slow_callback_duration("0.25") == 0.25
+    assert check_slow_callback_duration(2) == 2.0
+
+
+@pytest.mark.parametrize("bad", [-1, "-0.1", "soon", float("nan"), float("inf"), "inf", True])
+def test_slow_callback_duration_rejects_negative_and_non_finite(bad: object) -> None:
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerSlowCallbackDuration = "):
+        check_slow_callback_duration(bad)
+
+
+def test_property_texts_name_the_bad_property() -> None:
+    check_property_texts({})
+    check_property_texts({"SchedulerThreadCount": ["2"], "SchedulerName": [""]})
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerName = \\['a', 'b'\\]"):
+        check_property_texts({"SchedulerName": ["a", "b"]})
+    with pytest.raises(SchedulerConfigurationError, match="SchedulerThreadCount = 'abc'"):
+        check_property_texts({"SchedulerThreadCount": ["abc"]})

@@ -55,3 +55,32 @@ def test_split_tango_host() -> None:
     assert split_tango_host("A:1,b:2") == ("a", 1)
     assert split_tango_host("host") == ("host", 10000)
     assert split_tango_host(None) == ("", None)
+
+
+def test_names_of_this_machine_are_one_host() -> None:
+    import socket
+
+    from ska_tango_scheduler._trl import canonical_host, parse_device_trl
+
+    keys = {
+        parse_device_trl(f"tango://{host}:10000/a/b/c", None)
+        for host in ("localhost", "127.0.0.1", "LOCALHOST", socket.gethostname(), "127.0.1.1")
+    }
+    assert len(keys) == 1
+    assert canonical_host("10.1.2.3") == "10.1.2.3"
+    assert parse_device_trl("tango://Other.Host:10000/a/b/c", None) != parse_device_trl(
+        "tango://localhost:10000/a/b/c", None
+    )
+    # The spelling given first is the one shown.
+    assert parse_device_trl("tango://127.0.0.1:10000/a/b/c", None).trl.startswith(
+        "tango://127.0.0.1:"
+    )
+
+
+def test_non_ascii_names_are_refused_as_given() -> None:
+    import pytest
+
+    from ska_tango_scheduler._trl import parse_device_trl
+
+    with pytest.raises(ValueError, match="tést/dévice/ü"):
+        parse_device_trl("tést/dévice/ü", "h:1")

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import logging
-import re
-import shutil
 import threading
-import time
 from collections import deque
-from collections.abc import Sequence
-from typing import TextIO
 
 from .. import SchedulerDiagnostics
+from .._view import LiveView, queue_table_lines, short_name
 from ..mixin import diagnostic_values
 from ._runs import Recorder, RunResult, RunSettings, StreamResult, percentile
 
@@ -23,67 +19,6 @@ __all__ = [
     "scheduler_lines",
     "short_name",
 ]
-
-_TANGO_HOST_PREFIX = re.compile(r"tango://[^/]+/", re.IGNORECASE)
-
-
-def short_name(name: str) -> str:
-    """Drop the ``tango://host:port/`` part of a TRL or stream name.
-
-    Args:
-        name: A TRL or a stream name.
-
-    Returns:
-        The name without its Tango host.
-    """
-    return _TANGO_HOST_PREFIX.sub("", name)
-
-
-class LiveView:
-    """A block of lines redrawn in place on a terminal, printed now and then elsewhere.
-
-    Args:
-        out: Where to write.
-        interactive: Redraw in place (a terminal); otherwise print a block
-            every ``interval`` seconds.
-        interval: Seconds between two blocks when not interactive.
-    """
-
-    def __init__(self, out: TextIO, *, interactive: bool, interval: float = 2.0) -> None:
-        self._out = out
-        self._interactive = interactive
-        self._interval = interval
-        self._drawn = 0
-        self._last = -float("inf")
-
-    def show(self, lines: Sequence[str], *, force: bool = False) -> None:
-        """Show ``lines``, replacing the block shown before.
-
-        Args:
-            lines: The block.
-            force: Print even if the interval has not passed (non-interactive).
-        """
-        if self._interactive:
-            # A line wider than the terminal would wrap and spoil the redraw.
-            width = max(20, shutil.get_terminal_size().columns - 1)
-            lines = [line if len(line) <= width else line[: width - 3] + "..." for line in lines]
-            if self._drawn:
-                # Back to the block's first line, then clear to the end of the screen.
-                self._out.write(f"\x1b[{self._drawn}F\x1b[J")
-            self._out.write("".join(f"{line}\n" for line in lines))
-            self._drawn = len(lines)
-        else:
-            now = time.monotonic()
-            if not force and now - self._last < self._interval:
-                return
-            self._last = now
-            self._out.write("".join(f"{line}\n" for line in lines))
-        self._out.flush()
-
-    def finish(self) -> None:
-        """Keep the last block on screen and start afresh below it."""
-        self._drawn = 0
-        self._last = -float("inf")
 
 
 class LogTail(logging.Handler):
@@ -180,17 +115,14 @@ def scheduler_lines(
         "schedulerCallbackErrors",
     ):
         lines.append(f"    {name:<26}{values[name]:>8}")
-    lines.append("    schedulerQueueNames / schedulerQueueDepths, with each queue's counts:")
-    width = max([len("queue")] + [len(short_name(q.name)) for q in snapshot.queues])
+    lines.append(f"    {'schedulerSlowCallbacks':<26}{values['schedulerSlowCallbacks']:>8}")
+    max_latency = f"{values['schedulerMaxLatency']:.1f} ms"
+    lines.append(f"    {'schedulerMaxLatency':<26}{max_latency:>8}")
     lines.append(
-        f"      {'queue':<{width}}  {'depth':>9}  {'received':>8}  {'delivered':>9}  {'dropped':>7}"
+        "    schedulerQueueNames / schedulerQueueDepths / schedulerQueueLatencies"
+        " (ms, worst wait first):"
     )
-    for queue in snapshot.queues:
-        depth = f"{queue.depth}/{queue.size}"
-        lines.append(
-            f"      {short_name(queue.name):<{width}}  {depth:>9}  {queue.received:>8}"
-            f"  {queue.delivered:>9}  {queue.dropped:>7}"
-        )
+    lines.extend(queue_table_lines(snapshot, indent="      "))
     lines.append("    schedulerBackoffState:")
     if not snapshot.backoff:
         lines.append("      {} (no stream is being retried)")

@@ -9,6 +9,8 @@ the same event system as production code:
 * ``python -m ska_tango_scheduler.testing.event_source`` runs ``EventSource``
   devices that push numbered change and archive events on command (see
   :mod:`ska_tango_scheduler.testing.event_source`).
+* :class:`SilentHost` accepts TCP connections and never answers, like a
+  hung Tango host.
 * :func:`wait_for` polls a condition with a deadline.
 * :class:`SubscriptionCallCounter` counts the Tango subscribe and
   unsubscribe calls made through a proxy.
@@ -31,6 +33,7 @@ from ._servers import (
     DeviceServerProcess,
     event_source_process,
 )
+from ._silent import SilentHost
 from ._wait import WaitTimeoutError, wait_for
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "LOOPBACK_ORB_ARGS",
     "DeviceServerProcess",
     "ManagedProcess",
+    "SilentHost",
     "SubscriptionCallCounter",
     "TangoDatabase",
     "WaitTimeoutError",

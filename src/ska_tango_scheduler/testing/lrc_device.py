@@ -20,6 +20,16 @@ Every long running command replies with a ``DevVarLongStringArray``
 (and QUEUED for queued tasks), as real SKA devices may; the task itself runs later on a
 worker thread, which pushes IN_PROGRESS, progress, the result and the final status.
 
+Like ska-tango-base devices, it also answers ``CheckLongRunningCommandStatus(command_id)``
+with the name of a command's status (``NOT_FOUND`` for an identifier it does not know, for
+example after a restart) and lists its last finished commands in ``lrcFinished`` (JSON
+objects with ``uid``, ``name``, ``status`` and ``result``); clients use them to catch up on
+updates they missed.
+
+``InvokeOnItself`` calls :func:`~ska_tango_scheduler.long_running_commands.invoke_lrc` on
+the device itself, from inside the command, as a device that delegates to itself would;
+``selfInvocationCalls`` tells what its callback received.
+
 Run a server with ``python -m ska_tango_scheduler.testing.lrc_device INSTANCE`` (server
 name ``LrcReference``); further arguments are passed to Tango.
 """
@@ -43,6 +53,12 @@ import tango
 from tango.server import Device, attribute, command, device_property, run
 
 from ska_tango_scheduler.control_model import TERMINAL_STATUSES, ResultCode, TaskStatus
+from ska_tango_scheduler.long_running_commands import (
+    LRCSubscriptionsProtocol,
+    connect_lrc_interface,
+    invoke_lrc,
+)
+from ska_tango_scheduler.scheduler import CallbackScheduler
 
 __all__ = [
     "LRC_SERVER_NAME",
@@ -65,6 +81,7 @@ _V1_LIST_LENGTH = 1000
 
 _JOIN_TIMEOUT = 5.0
 _SLOW_SLICE = 0.05
+_FINISHED_KEPT = 100
 
 CommandReply = tuple[list[int], list[str]]
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -164,6 +181,11 @@ class LrcReference(Device):
         self._retention = float(self.FinishedRetention)
         self._events_enabled = bool(self.LrcEventsEnabled)
         self._v1_entries: OrderedDict[str, _V1Entry] = OrderedDict()
+        self._known: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._known_lock = threading.Lock()
+        self._self_scheduler: CallbackScheduler | None = None
+        self._self_handle: LRCSubscriptionsProtocol | None = None
+        self._self_calls: list[dict[str, Any]] = []
         self._v1_last_result: list[str] = ["", ""]
         self._active: dict[str, _Task] = {}
         self._active_lock = threading.Lock()
@@ -219,6 +241,24 @@ class LrcReference(Device):
             )
             self._enable_change_events(_V1_RESULT, detect=False)
 
+        self.add_attribute(
+            attribute(
+                name="lrcFinished",
+                dtype=(str,),
+                max_dim_x=_FINISHED_KEPT,
+                fget=self._read_finished,
+                doc="The last finished commands, as JSON objects (uid, name, status, result).",
+            )
+        )
+        self.add_attribute(
+            attribute(
+                name="selfInvocationCalls",
+                dtype=str,
+                fget=self._read_self_calls,
+                doc="JSON list of the calls InvokeOnItself's callback received.",
+            )
+        )
+
     def _enable_change_events(self, name: str, *, detect: bool) -> None:
         if self._events_enabled:
             self.set_change_event(name, True, detect)
@@ -235,6 +275,10 @@ class LrcReference(Device):
             for thread in self._threads:
                 thread.join(_JOIN_TIMEOUT)
         self._threads = []
+        scheduler, self._self_scheduler = self._self_scheduler, None
+        if scheduler is not None:
+            with tango.AutoTangoAllowThreads(self):
+                scheduler.shutdown(timeout=_JOIN_TIMEOUT)
         super().delete_device()
 
     # ------------------------------------------------------------------ attribute readers
@@ -252,6 +296,18 @@ class LrcReference(Device):
 
     def _read_v1_result(self, *_: Any) -> list[str]:
         return list(self._v1_last_result)
+
+    def _read_finished(self, *_: Any) -> list[str]:
+        with self._known_lock:
+            return [
+                _to_json(entry)
+                for entry in self._known.values()
+                if TaskStatus[entry["status"]] in TERMINAL_STATUSES
+            ]
+
+    def _read_self_calls(self, *_: Any) -> str:
+        with self._known_lock:
+            return _to_json(self._self_calls)
 
     # ------------------------------------------------------------------ commands
 
@@ -407,6 +463,48 @@ class LrcReference(Device):
         self._start_thread(abort_all, "lrc-abort", keep=False)
         return [int(ResultCode.STARTED)], [command_id]
 
+    @_lrc_command(dtype_in=str, dtype_out=str)
+    def CheckLongRunningCommandStatus(self, command_id: str) -> str:  # noqa: N802
+        """Tell the status of a command, as ska-tango-base devices do.
+
+        Args:
+            command_id: The command's identifier.
+
+        Returns:
+            The name of its :class:`TaskStatus`, ``NOT_FOUND`` if the device does not know it.
+        """
+        with self._known_lock:
+            entry = self._known.get(command_id)
+            return str(entry["status"]) if entry is not None else TaskStatus.NOT_FOUND.name
+
+    @_lrc_command(dtype_in=(str,), dtype_out=str)
+    def InvokeOnItself(self, argin: Sequence[str]) -> str:  # noqa: N802
+        """Call ``invoke_lrc`` on this device from inside this command.
+
+        Args:
+            argin: ``[command]`` or ``[command, "connect"]``; with ``"connect"``,
+                ``connect_lrc_interface`` is called on the device first (also from here).
+
+        Returns:
+            The identifier of the command invoked.
+        """
+        name = str(argin[0])
+        if self._self_scheduler is None:
+            self._self_scheduler = CallbackScheduler(name=f"{self.get_name()}-self")
+        proxy = tango.DeviceProxy(self.get_name())
+        if len(argin) > 1 and argin[1] == "connect":
+            connect_lrc_interface(proxy, self._self_scheduler)
+        with self._known_lock:
+            self._self_calls = []
+        self._self_handle = invoke_lrc(
+            self._record_self_call, proxy, name, callback_scheduler=self._self_scheduler
+        )
+        return self._self_handle.command_id
+
+    def _record_self_call(self, **kwargs: Any) -> None:
+        with self._known_lock:
+            self._self_calls.append(kwargs)
+
     # ------------------------------------------------------------------ task machinery
 
     @staticmethod
@@ -493,6 +591,7 @@ class LrcReference(Device):
         different threads can neither interleave nor reach clients out of order. The
         monitor is re-entrant: command handlers, which already hold it, call this too.
         """
+        self._remember(command_id, status, result)
         if not self._events_enabled:
             return
         try:
@@ -503,6 +602,24 @@ class LrcReference(Device):
                     self._push_v1(command_id, status, progress, result)
         except tango.DevFailed:
             _LOGGER.exception("Could not push LRC update for %s", command_id)
+
+    def _remember(self, command_id: str, status: TaskStatus | None, result: Any) -> None:
+        """Keep what CheckLongRunningCommandStatus and lrcFinished tell about a command."""
+        name = command_id.rsplit("_", 1)[-1]
+        with self._known_lock:
+            entry = self._known.setdefault(command_id, {"uid": command_id, "name": name})
+            if status is not None:
+                entry["status"] = status.name
+            entry.setdefault("status", TaskStatus.STAGING.name)
+            if result is not None:
+                entry["result"] = result
+            finished = [
+                cid
+                for cid, known in self._known.items()
+                if TaskStatus[known["status"]] in TERMINAL_STATUSES
+            ]
+            for cid in finished[: max(0, len(finished) - _FINISHED_KEPT)]:
+                del self._known[cid]
 
     def _push_v2(
         self, command_id: str, status: TaskStatus | None, progress: Any, result: Any

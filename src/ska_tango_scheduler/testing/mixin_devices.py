@@ -22,6 +22,11 @@ server's serial model (``BY_DEVICE`` when unset).
     Device to subscribe to in ``init_device``, by name or TRL; none if empty.
 ``SourceAttribute`` (string, default ``myAttr1``)
     Its attribute (change events).
+``QuickAttribute`` (string, default empty)
+    A second attribute of ``SourceDevice`` to subscribe to, with a callback
+    that only counts (``quickCallbackCount``); none if empty. With a
+    ``CallbackDelay`` above the scheduler's slow-callback threshold this
+    makes a device with one slow stream and one quick one.
 ``CallbackTakesMonitor`` (boolean, default true)
     The callback counts the event under ``tango.AutoTangoMonitor(self)``.
 ``CallbackDelay`` (double, default 0)
@@ -45,8 +50,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import tango
 from tango.server import Device, attribute, command, device_property
@@ -55,12 +60,18 @@ from ska_tango_scheduler.mixin import SchedulerMixin
 
 from .event_source import EventSource
 
+if TYPE_CHECKING:  # the pytest plugin imports pytest, which a device server does not need
+    from ._database import TangoDatabase
+    from ._servers import DeviceServerProcess
+    from .pytest_plugin import DeviceServerFactory
+
 __all__ = [
     "SCHEDULER_REFERENCE_CLASS",
     "SCHEDULER_REFERENCE_MODULE",
     "SERIAL_MODEL_ENV",
     "SchedulerReference",
     "main",
+    "reference_server",
 ]
 
 #: Tango class name of :class:`SchedulerReference`, and the server name.
@@ -80,6 +91,7 @@ class _Stats:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.callbacks = 0
+        self.quick_callbacks = 0
         self.error_events = 0
         self.monitor_timeouts = 0
         self.inits = 0
@@ -93,6 +105,7 @@ class SchedulerReference(SchedulerMixin, Device):
 
     SourceDevice = device_property(dtype=str, default_value="")  # noqa: N815
     SourceAttribute = device_property(dtype=str, default_value="myAttr1")  # noqa: N815
+    QuickAttribute = device_property(dtype=str, default_value="")  # noqa: N815
     CallbackTakesMonitor = device_property(dtype=bool, default_value=True)  # noqa: N815
     CallbackDelay = device_property(dtype=float, default_value=0.0)  # noqa: N815
     NaiveShutdown = device_property(dtype=bool, default_value=False)  # noqa: N815
@@ -113,6 +126,13 @@ class SchedulerReference(SchedulerMixin, Device):
                 tango.EventType.CHANGE_EVENT,
                 self._on_event,
             )
+            if self.QuickAttribute:
+                self.scheduler.register_event_callback(
+                    self.SourceDevice,
+                    self.QuickAttribute,
+                    tango.EventType.CHANGE_EVENT,
+                    self._on_quick_event,
+                )
         self.set_state(tango.DevState.ON)
         with self._stats.lock:
             self._stats.inits += 1
@@ -127,6 +147,11 @@ class SchedulerReference(SchedulerMixin, Device):
         super().delete_device()
         with self._stats.lock:
             self._stats.delete_durations.append(time.monotonic() - start)
+
+    def _on_quick_event(self, event: Any) -> None:
+        if not event.err:
+            with self._stats.lock:
+                self._stats.quick_callbacks += 1
 
     def _on_event(self, event: Any) -> None:
         if event.err:
@@ -216,6 +241,11 @@ class SchedulerReference(SchedulerMixin, Device):
         """Return the number of events the callback counted."""
         return self._stats.callbacks
 
+    @attribute(dtype=tango.DevLong64, doc="Events counted by the quick callback (all Inits).")
+    def quickCallbackCount(self) -> int:  # noqa: N802
+        """Return the number of events the quick callback counted."""
+        return self._stats.quick_callbacks
+
     @attribute(dtype=tango.DevLong64, doc="Error events received (all Inits).")
     def errorEventCount(self) -> int:  # noqa: N802
         """Return the number of error events."""
@@ -274,6 +304,52 @@ class SchedulerReference(SchedulerMixin, Device):
             return json.dumps(self._stats.last_block)
 
 
+def reference_server(
+    factory: DeviceServerFactory,
+    database: TangoDatabase,
+    devices: Mapping[str, Mapping[str, str | Sequence[str]]],
+    *,
+    peers: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    start: bool = True,
+) -> DeviceServerProcess:
+    """Define a ``SchedulerReference`` server with device properties, and start it.
+
+    Args:
+        factory: The test's device server factory.
+        database: The test database.
+        devices: Device name to its properties (a string, or a list of
+            strings for a property of several values).
+        peers: Names of ``EventSource`` devices to serve in the same server.
+        env: Extra environment variables of the server.
+        start: Start it and wait until its devices answer.
+
+    Returns:
+        The server process.
+    """
+    instance = factory.unique_name("ref")
+    process = factory(
+        f"{SCHEDULER_REFERENCE_CLASS}/{instance}",
+        list(devices),
+        device_class=SCHEDULER_REFERENCE_CLASS,
+        module=SCHEDULER_REFERENCE_MODULE,
+        start=False,
+        env=dict(env or {}),
+    )
+    process.register()
+    for peer in peers:
+        database.add_device(peer, "EventSource", process.server)
+    for name, properties in devices.items():
+        if properties:
+            database.put_device_properties(
+                name,
+                {k: [v] if isinstance(v, str) else list(v) for k, v in properties.items()},
+            )
+    if start:
+        process.start()
+    return process
+
+
 def _set_serial_model() -> None:
     name = os.environ.get(SERIAL_MODEL_ENV, "").strip().upper()
     if name:
@@ -287,7 +363,9 @@ def main(args: Sequence[str] | None = None) -> None:
         args: Command line after the program name (instance name, then Tango
             and ORB options); ``None``: ``sys.argv[1:]``.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(threadName)s %(message)s"
+    )
     # `kill -USR1 <pid>` prints every thread's stack to the log: for hangs.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     argv = list(sys.argv[1:] if args is None else args)

@@ -1,0 +1,157 @@
+"""Bad scheduler configuration of a SchedulerMixin device, in real device servers.
+
+A bad ``SchedulerThreadCount``, ``SchedulerName`` or
+``SchedulerSlowCallbackDuration`` must put that one device in FAULT with a
+status naming the property and its value, leave the other devices of the
+server working, answer ``Init`` with a ``DevFailed`` that says why, and
+recover once the property is fixed and ``Init`` sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import tango
+
+from ska_tango_scheduler.testing import TangoDatabase, wait_for
+from ska_tango_scheduler.testing.mixin_devices import reference_server
+from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
+
+# property -> a bad value (as stored in the database)
+BAD_SETTINGS = {
+    "zero": ("SchedulerThreadCount", "0"),
+    "negative": ("SchedulerThreadCount", "-3"),
+    "text": ("SchedulerThreadCount", "abc"),
+    "blank_name": ("SchedulerName", "   "),
+    "slow_negative": ("SchedulerSlowCallbackDuration", "-1"),
+    "slow_text": ("SchedulerSlowCallbackDuration", "soon"),
+}
+
+
+@pytest.fixture
+def source(device_server_factory: DeviceServerFactory) -> Iterator[tango.DeviceProxy]:
+    process = device_server_factory.event_source(1)
+    proxy = tango.DeviceProxy(process.devices[0])
+    try:
+        yield proxy
+    finally:
+        try:
+            proxy.StopPushing([])
+        except tango.DevFailed:
+            pass
+
+
+def callbacks_flowing(device: tango.DeviceProxy, more: int = 2) -> None:
+    before = device.callbackCount
+    wait_for(
+        lambda: device.callbackCount >= before + more,
+        timeout=30,
+        message="events do not reach the device's callback",
+    )
+
+
+def error_text(exc: tango.DevFailed) -> str:
+    return " ".join(f"{e.reason}: {e.desc}" for e in exc.args)
+
+
+def test_bad_properties_at_start_up_fault_only_their_device(
+    device_server_factory: DeviceServerFactory,
+    tango_database: TangoDatabase,
+    source: tango.DeviceProxy,
+) -> None:
+    family = device_server_factory.unique_name("mixcfg")
+    good = f"test/{family}/good"
+    bad = {key: f"test/{family}/{key}" for key in BAD_SETTINGS}
+    devices: dict[str, dict[str, str]] = {
+        good: {"SourceDevice": source.dev_name(), "CallbackTakesMonitor": "false"}
+    }
+    for key, (prop, value) in BAD_SETTINGS.items():
+        devices[bad[key]] = {prop: value, "SourceDevice": source.dev_name()}
+    # Today the whole server exits (status 0) before exporting any device.
+    process = reference_server(device_server_factory, tango_database, devices)
+    assert process.running
+    good_device = tango.DeviceProxy(good)
+    assert good_device.state() == tango.DevState.ON
+    source.StartPushing([[20.0], ["myAttr1"]])
+    callbacks_flowing(good_device)
+    assert good_device.schedulerThreadCount == 1
+    for key, (prop, value) in BAD_SETTINGS.items():
+        device = tango.DeviceProxy(bad[key])
+        status = device.status()
+        print(f"{key}: {device.state()} {status!r}")
+        assert device.state() == tango.DevState.FAULT, key
+        assert prop in status, (key, status)
+        assert repr(value) in status, (key, status)
+        # Its diagnostic attributes say why instead of reading a scheduler it has not.
+        with pytest.raises(tango.DevFailed) as info:
+            _ = device.schedulerThreadCount
+        assert prop in error_text(info.value), key
+    callbacks_flowing(good_device)
+    assert process.running
+    # The terminal view says why too.
+    prop, value = BAD_SETTINGS["zero"]
+    top = subprocess.run(
+        [sys.executable, "-m", "ska_tango_scheduler.top", "--once", "--json", bad["zero"], good],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TANGO_HOST=tango_database.tango_host),
+        timeout=120,
+        check=False,
+    )
+    assert top.returncode == 1, top.stderr
+    faulty, working = json.loads(top.stdout)["devices"]
+    assert not faulty["ok"] and working["ok"]
+    assert (
+        f"{prop} = {value!r}" in faulty["error"] and "SKA_SchedulerConfiguration" in faulty["error"]
+    )
+
+
+def test_init_with_a_bad_property_fails_clearly_and_fixing_it_recovers(
+    device_server_factory: DeviceServerFactory,
+    tango_database: TangoDatabase,
+    source: tango.DeviceProxy,
+) -> None:
+    family = device_server_factory.unique_name("mixcfginit")
+    name = f"test/{family}/1"
+    other = f"test/{family}/2"
+    properties = {"SourceDevice": source.dev_name(), "CallbackTakesMonitor": "false"}
+    process = reference_server(
+        device_server_factory, tango_database, {name: properties, other: properties}
+    )
+    device = tango.DeviceProxy(name)
+    device.set_timeout_millis(10_000)
+    neighbour = tango.DeviceProxy(other)
+    source.StartPushing([[20.0], ["myAttr1"]])
+    callbacks_flowing(device)
+    for key in ("zero", "text", "blank_name", "slow_negative"):
+        prop, value = BAD_SETTINGS[key]
+        tango_database.put_device_properties(name, {prop: [value]})
+        with pytest.raises(tango.DevFailed) as info:
+            device.Init()
+        text = error_text(info.value)
+        print(f"Init with {prop}={value!r}: {text}")
+        assert prop in text and repr(value) in text, text
+        assert "CORBA" not in text, text
+        # Never ON with a scheduler that is shut down.
+        assert device.state() == tango.DevState.FAULT, key
+        assert prop in device.status()
+        with pytest.raises(tango.DevFailed):
+            _ = device.schedulerThreadCount
+        # The other device of the server is untouched.
+        callbacks_flowing(neighbour)
+        # Fixing the property and sending Init recovers.
+        tango_database.client.delete_device_property(name, [prop])
+        device.Init()
+        assert device.state() == tango.DevState.ON, key
+        assert device.schedulerThreadCount == 1
+        callbacks_flowing(device)
+    tango_database.put_device_properties(name, {"SchedulerThreadCount": ["2"]})
+    device.Init()
+    assert device.schedulerThreadCount == 2
+    callbacks_flowing(device)
+    assert process.running
