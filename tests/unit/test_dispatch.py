@@ -353,3 +353,41 @@ def test_no_second_worker_enters_a_queue_whose_callback_blocks(
     wait(lambda: len(delivered) == 21)
     assert delivered == list(range(21))
     assert max(concurrent) == 1
+
+
+class _ReleaseNeedsPut:
+    """An event whose release waits for another thread's ``put`` to get through.
+
+    It stands for a Tango event holding the last reference to a ``DeviceProxy``:
+    cppTango's proxy destructor waits for Tango's event thread, which may itself be
+    waiting in ``put`` for the dispatcher lock.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, queue: Any, sink: Any, done: list[bool]) -> None:
+        self.dispatcher, self.queue, self.sink, self.done = dispatcher, queue, sink, done
+
+    def __del__(self) -> None:
+        other = threading.Thread(
+            target=self.dispatcher.put, args=(self.queue, self.sink, "from-del"), daemon=True
+        )
+        other.start()
+        other.join(5)
+        self.done.append(not other.is_alive())
+
+
+@pytest.mark.parametrize("dropped", [False, True], ids=["delivered", "dropped"])
+def test_an_event_is_never_released_under_the_dispatcher_lock(
+    make_dispatcher, sink_class, limited, wait, dropped
+) -> None:
+    """Releasing an event may call into Tango, which may need ``put``: never under the lock."""
+    dispatcher = make_dispatcher(1)
+    seen: list[Any] = []
+    sink = sink_class("s", limited, lambda e: seen.append(e) if isinstance(e, str) else None)
+    other_queue = dispatcher.new_queue(10)
+    queue = dispatcher.new_queue(1 if dropped else 10)
+    done: list[bool] = []
+    dispatcher.put(queue, sink, _ReleaseNeedsPut(dispatcher, other_queue, sink, done))
+    dispatcher.put(queue, sink, "next")  # pushes the first out (dropped) or follows it
+    wait(lambda: len(done) == 1)
+    assert done == [True], "the put inside the release waited for the dispatcher lock"
+    wait(lambda: "from-del" in seen)
