@@ -398,10 +398,12 @@ class Dispatcher:
             payload: The event.
         """
         entry = (sink, payload, _clock())
+        # A discarded event is released after the lock (see _discard_oldest).
+        discarded = None
         with self._lock:
             items = queue._items  # noqa: SLF001
             if len(items) >= queue.maxsize:
-                queue._discard_oldest(self.totals)  # noqa: SLF001
+                discarded = queue._discard_oldest(self.totals)  # noqa: SLF001
             items.append(entry)
             self.received += 1
             if not queue._held:  # noqa: SLF001 - neither waiting in the ring nor served
@@ -409,6 +411,7 @@ class Dispatcher:
                 self._ready.append(queue)
                 if self._parked and not self._lingering:
                     self._cond.notify()
+        del discarded  # released here, with the lock free
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -541,6 +544,10 @@ class Dispatcher:
                         busy.add(end, busy_sum)
                         busy_sum = 0.0
                         flush_at = end + _FLUSH
+                # Release the event here, not when the next one is taken under the
+                # lock: its release can run a DeviceProxy destructor, which may wait
+                # for Tango's event thread while that thread waits in put().
+                del sink, payload
                 if end - last_yield > YIELD_INTERVAL:
                     # Let Tango's event thread have the GIL (see the module doc).
                     time.sleep(0)

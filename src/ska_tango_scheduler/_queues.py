@@ -126,20 +126,22 @@ class EventQueue:
         """Return a short description."""
         return f"<EventQueue {self.name!r} {len(self._items)}/{self.maxsize}>"
 
-    def _discard_oldest(self, totals: Counters) -> Sink:
+    def _discard_oldest(self, totals: Counters) -> Entry:
         """Discard the oldest event and count it as dropped.
 
         Args:
             totals: Owner-wide counters, updated too.
 
         Returns:
-            The sink of the discarded event.
+            The discarded entry. The caller keeps it until it has released its
+            lock: releasing a Tango event can run a ``DeviceProxy`` destructor,
+            which may wait for Tango's event thread.
         """
-        victim = self._items.popleft()[0]
+        entry = self._items.popleft()
         self.counters.dropped += 1
-        victim.counters.dropped += 1
+        entry[0].counters.dropped += 1
         totals.dropped += 1
-        return victim
+        return entry
 
     @property
     def received(self) -> int:
