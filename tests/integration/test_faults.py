@@ -241,17 +241,19 @@ def test_process_exits_cleanly_while_events_flow(
     source = tango.DeviceProxy(process.devices[0])
     source.StartPushing([[100.0, 100.0], ["myAttr1", "myAttr2"]])
     try:
-        done = subprocess.run(
-            [sys.executable, "-c", _EVENTS_AT_EXIT_SCRIPT, process.trls[0]],
-            capture_output=True,
-            text=True,
-            timeout=90,
-            env=dict(os.environ),
-        )
+        # The race is narrow even with the GIL held: a few exits (about 2 s each).
+        for _ in range(3):
+            done = subprocess.run(
+                [sys.executable, "-c", _EVENTS_AT_EXIT_SCRIPT, process.trls[0]],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                env=dict(os.environ),
+            )
+            assert "leaving" in done.stdout, done.stderr[-2000:]
+            assert done.returncode == 0, done.stderr[-2000:]
     finally:
         source.StopPushing([])
-    assert "leaving" in done.stdout, done.stderr[-2000:]
-    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # -- 2. late subscribers get the current value ------------------------------------------------
