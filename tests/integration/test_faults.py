@@ -196,7 +196,7 @@ def test_process_exits_cleanly_with_attempts_stuck(silent: SilentHost, ending: s
 
 _EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
     """
-    import atexit, sys, time
+    import atexit, gc, sys, time
 
 
     def hold_the_gil():
@@ -224,6 +224,8 @@ _EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
         sched.register_event_callback(
             sys.argv[1], attr, tango.EventType.CHANGE_EVENT, seen.append
         ).result(timeout=30)
+    del sched  # the caller drops the scheduler: it still runs
+    gc.collect()
     deadline = time.monotonic() + 30
     while len(seen) < 10 and time.monotonic() < deadline:
         time.sleep(0.05)
