@@ -11,7 +11,6 @@ import logging
 import math
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, NewType
@@ -206,7 +205,8 @@ class CallbackScheduler:
         self._queue_users: dict[EventQueue, set[EventStream]] = {}
         self._shut_down = False
         self._dispatcher.start()
-        _live_schedulers.add(self)
+        with _live_lock:
+            _live_schedulers.add(self)
 
     # -- properties ----------------------------------------------------------
 
@@ -571,6 +571,8 @@ class CallbackScheduler:
             if self._shut_down:
                 return
             self._shut_down = True
+            with _live_lock:
+                _live_schedulers.discard(self)
             streams = list(self._streams.values())
             self._streams.clear()
             self._callbacks.clear()
@@ -927,7 +929,10 @@ def _describe(key: StreamKey) -> str:
     return f"{key.device.attribute_trl(key.attribute)} ({key.event_type.name})"
 
 
-_live_schedulers: weakref.WeakSet[CallbackScheduler] = weakref.WeakSet()
+# Strong references: a scheduler that was not shut down keeps running (its
+# subscriptions, queues and workers) even when its caller dropped it.
+_live_schedulers: set[CallbackScheduler] = set()
+_live_lock = threading.Lock()
 
 
 def _shutdown_at_exit() -> None:
@@ -939,7 +944,9 @@ def _shutdown_at_exit() -> None:
     begun: Python ends a thread that asks for the GIL then, and Tango's
     catch-all around the callback turns that into an abort.
     """
-    for scheduler in list(_live_schedulers):
+    with _live_lock:
+        schedulers = list(_live_schedulers)
+    for scheduler in schedulers:
         try:
             scheduler.shutdown(timeout=_UNSUBSCRIBE_WAIT)
         except Exception:  # noqa: BLE001 - the others must still be shut down
