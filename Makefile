@@ -9,7 +9,7 @@
 #   make python-test       all tests on .venv             (PYTEST_ARGS="-k foo" to narrow)
 #   make python-test-old   all tests on .venv-old
 #   make demo              run the demo in .venv
-#   make bench             benchmarks against plain PyTango -> docs/benchmarks.md (~5 min)
+#   make bench             benchmarks against plain PyTango -> docs/benchmarks.md (~7 min)
 #   make bench-quick       benchmark smoke run (< 2 min) -> build/bench-quick/
 #   make interop STB_GIT=DIR  tests/interop against the real ska-tango-base (not part of test)
 #

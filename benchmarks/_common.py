@@ -315,7 +315,7 @@ def environment_summary() -> dict[str, Any]:
 
 
 def sides_with_baseline(sides: Sequence[str], bed: Any) -> list[str]:
-    """Add a ``<side>@base`` after every scheduler side when the bed has a baseline.
+    """Add a ``<side>@base`` after every scheduler side (not ``plain...``) given a baseline.
 
     Args:
         sides: The benchmark's sides.
@@ -327,7 +327,7 @@ def sides_with_baseline(sides: Sequence[str], bed: Any) -> list[str]:
     out: list[str] = []
     for side in sides:
         out.append(side)
-        if getattr(bed, "baseline", None) is not None and side != "plain":
+        if getattr(bed, "baseline", None) is not None and not side.startswith("plain"):
             out.append(f"{side}@base")
     return out
 

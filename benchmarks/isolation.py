@@ -7,8 +7,10 @@ computing (it holds the GIL, as pure-Python work does). Meanwhile
 its latency: the time it runs minus the time stamp the server gave the
 event. The scheduler has 2 worker threads and default queues.
 
-Scenarios: plain PyTango with the sleeping callback (both callbacks on
-Tango's one event thread), the scheduler with the sleeping callback, with
+Scenarios: plain PyTango with the quiet stream alone (no burst: the floor
+of the machine's latency), plain PyTango with the sleeping callback (both
+callbacks on Tango's one event thread), the scheduler with the sleeping
+callback, with
 the computing callback, and with the computing callback and the documented
 opt-in setting ``sys.setswitchinterval(0.0005)`` in the client process
 (docs: "Latency beside callbacks that hold the GIL").
@@ -35,7 +37,7 @@ from ._common import (
 
 __all__ = ["SWITCH_INTERVAL", "client", "plot", "run"]
 
-SIDES = ("plain-sleep", "scheduler-sleep", "scheduler-cpu", "scheduler-cpu-switch")
+SIDES = ("plain-alone", "plain-sleep", "scheduler-sleep", "scheduler-cpu", "scheduler-cpu-switch")
 _FLOOD = "myAttr1"
 _QUIET = "myAttr2"
 # Seconds after the quiet pushing stops that late quiet events are still waited for.
@@ -91,7 +93,8 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("no first event within 15 s")
     time.sleep(0.5)
     started = time.time()
-    proxy.command_inout("PushBurst", ([int(params["burst"])], [_FLOOD]))
+    if side != "plain-alone":
+        proxy.command_inout("PushBurst", ([int(params["burst"])], [_FLOOD]))
     proxy.command_inout("StartPushing", ([float(params["quiet_hz"])], [_QUIET]))
     time.sleep(float(params["quiet_s"]))
     proxy.command_inout("StopPushing", [_QUIET])
@@ -138,7 +141,21 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
         return percentiles([x for r in runs[side] for x in r["quiet_latencies_ms"]])
 
     plain = pooled("plain-sleep")
-    rows: list[Row] = []
+    alone = pooled("plain-alone")
+    alone_runs = [r["quiet_latency_ms"]["p99"] for r in runs["plain-alone"]]
+    rows: list[Row] = [
+        Row(
+            "isolation",
+            "quiet stream alone (no burst), plain PyTango: p50 / p99 worst run / max",
+            "ms",
+            alone["p50"],
+            None,
+            note=f"the floor of this machine: p99 per run "
+            f"{[None if p is None else round(p, 2) for p in alone_runs]}, max over all runs "
+            f"{alone['max'] if alone['max'] is None else round(alone['max'], 2)} ms",
+            digits=2,
+        )
+    ]
     targets = {"scheduler-sleep": 5.0, "scheduler-cpu-switch": 15.0}
     titles = {
         "scheduler-sleep": "beside a sleeping 50 ms callback",

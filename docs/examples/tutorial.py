@@ -18,6 +18,7 @@ device = sys.argv[1] if len(sys.argv) > 1 else os.environ.get("EXAMPLE_DEVICE", 
 
 # -- begin --
 values = []
+first_value = threading.Event()
 five_values = threading.Event()
 
 
@@ -28,6 +29,7 @@ def on_change(event):
         return
     print(f"{event.attr_name} = {event.attr_value.value}")
     values.append(event.attr_value.value)
+    first_value.set()
     if len(values) == 5:
         five_values.set()
 
@@ -37,6 +39,9 @@ with CallbackScheduler(name="tutorial") as scheduler:
         device, "myAttr1", tango.EventType.CHANGE_EVENT, on_change
     )
     callback_id = future.result(timeout=30)  # subscribed: the current value is on its way
+    # Wait for it before making changes: Tango's event connection to a server this
+    # process has not heard from before can miss changes pushed in its first moments.
+    first_value.wait(timeout=30)
 
     source = tango.DeviceProxy(device)
     for _ in range(4):

@@ -321,8 +321,6 @@ class Dispatcher:
         ]
         self._busy = [BusyWindow(LENGTH) for _ in range(thread_count)]
         self._idents: frozenset[int] = frozenset()
-        # Drops already reported per queue, so each report names new drops only.
-        self._reported_drops: dict[EventQueue, int] = {}
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
@@ -514,7 +512,7 @@ class Dispatcher:
                     last_yield = clock()
                     continue
                 lingered = False
-                if dropped != self._reported_drops.get(queue, 0):
+                if dropped != queue._reported_drops:  # noqa: SLF001
                     self._report_drops(queue, dropped)
                 if track:
                     busy.since = start = clock()
@@ -562,7 +560,7 @@ class Dispatcher:
                 )
 
     def _report_drops(self, queue: EventQueue, dropped: int) -> None:
-        self._reported_drops[queue] = dropped
+        queue._reported_drops = dropped  # noqa: SLF001
         self._limited.log(
             logging.WARNING,
             ("drops", queue.name),
@@ -578,5 +576,4 @@ class Dispatcher:
         Args:
             queue: The queue.
         """
-        self._reported_drops.pop(queue, None)
         self._limited.forget(("drops", queue.name))

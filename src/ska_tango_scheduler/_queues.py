@@ -89,7 +89,7 @@ class EventQueue:
         counters: Accounting for the whole queue.
     """
 
-    __slots__ = ("_held", "_items", "_owner", "counters", "maxsize", "name")
+    __slots__ = ("_held", "_items", "_owner", "_reported_drops", "counters", "maxsize", "name")
 
     def __init__(self, maxsize: int, name: str | None = None, owner: object = None) -> None:
         """Create a queue.
@@ -115,6 +115,8 @@ class EventQueue:
         # True while the queue waits in the dispatcher's ready ring or a
         # worker serves it: a held queue is never put in the ring again.
         self._held = False
+        # Drops already reported by the dispatcher: each report names new ones only.
+        self._reported_drops = 0
 
     def __len__(self) -> int:
         """Return the number of events waiting."""
