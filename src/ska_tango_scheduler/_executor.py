@@ -90,6 +90,7 @@ class ConnectorPool:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._closing = False
+        self._abandoned = False
         self._timer_thread: threading.Thread | None = None
         _live_pools.add(self)
 
@@ -242,13 +243,17 @@ class ConnectorPool:
             for item in self._timers:
                 item[2].cancel()
             self._timers.clear()
-            for lane, job in final_jobs:
-                self._enqueue(lane, TimerHandle(), job)
+            abandoned = self._abandoned
+            if not abandoned:
+                for lane, job in final_jobs:
+                    self._enqueue(lane, TimerHandle(), job)
             self._closing = True
             threads = list(self._threads)
             self._cond.notify_all()
         deadline = None if timeout is None else time.monotonic() + timeout
         current = threading.current_thread()
+        if abandoned:
+            return self._close_abandoned(final_jobs, threads, deadline)
         for thread in threads:
             if thread is current:
                 continue
@@ -258,9 +263,33 @@ class ConnectorPool:
             timer.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in threads if t is not current)
 
+    def _close_abandoned(
+        self,
+        final_jobs: Sequence[tuple[Hashable, Callable[[], None]]],
+        threads: list[threading.Thread],
+        deadline: float | None,
+    ) -> bool:
+        # After abandon() (interpreter exit) no connector thread takes jobs, and
+        # a new one might not start: the final jobs run here, once the threads
+        # are gone, so that subscriptions are cancelled before finalisation
+        # (an event Tango delivers to a finalising interpreter aborts it).
+        current = threading.current_thread()
+        for thread in threads:
+            if thread is not current:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(t.is_alive() for t in threads if t is not current):
+            return False
+        for _, job in final_jobs:
+            self._run_one(job)
+        return True
+
     def abandon(self) -> None:
-        """Drop every job not yet started and stop the threads (interpreter exit)."""
+        """Drop every job not yet started and stop the threads (interpreter exit).
+
+        A later :meth:`close` runs its final jobs on the calling thread.
+        """
         with self._cond:
+            self._abandoned = True
             for item in self._timers:
                 item[2].cancel()
             self._timers.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
 import functools
@@ -206,6 +207,8 @@ class CallbackScheduler:
         self._queue_users: dict[EventQueue, set[EventStream]] = {}
         self._shut_down = False
         self._dispatcher.start()
+        with _live_lock:
+            _live_schedulers.add(self)
 
     # -- properties ----------------------------------------------------------
 
@@ -552,6 +555,9 @@ class CallbackScheduler:
         No new work is accepted; callbacks that are running finish; events
         still queued are not delivered. Calling it again does nothing. It may
         be called from a callback (that worker then ends after the callback).
+        A scheduler still running when the interpreter exits is shut down by
+        an exit hook, so that Tango delivers no event into a finalising
+        interpreter (which would abort the process).
 
         Args:
             timeout: Seconds to wait for running callbacks; None waits as long
@@ -567,6 +573,8 @@ class CallbackScheduler:
             if self._shut_down:
                 return
             self._shut_down = True
+            with _live_lock:
+                _live_schedulers.discard(self)
             streams = list(self._streams.values())
             self._streams.clear()
             self._callbacks.clear()
@@ -923,3 +931,30 @@ def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
 
 def _describe(key: StreamKey) -> str:
     return f"{key.device.attribute_trl(key.attribute)} ({key.event_type.name})"
+
+
+# Strong references: a scheduler that was not shut down keeps running (its
+# subscriptions, queues and workers) even when its caller dropped it.
+_live_schedulers: set[CallbackScheduler] = set()
+_live_lock = threading.Lock()
+
+
+def _shutdown_at_exit() -> None:
+    """Shut down every scheduler still running, before the interpreter finalises.
+
+    Runs after the interpreter has waited for its non-daemon threads (the
+    connector threads), so the subscriptions are cancelled on this thread.
+    Tango's event thread must not deliver an event once finalisation has
+    begun: Python ends a thread that asks for the GIL then, and Tango's
+    catch-all around the callback turns that into an abort.
+    """
+    with _live_lock:
+        schedulers = list(_live_schedulers)
+    for scheduler in schedulers:
+        try:
+            scheduler.shutdown(timeout=_UNSUBSCRIBE_WAIT)
+        except Exception:  # noqa: BLE001 - the others must still be shut down
+            scheduler._logger.exception("%s: shutdown at exit failed", scheduler.name)  # noqa: SLF001
+
+
+atexit.register(_shutdown_at_exit)

@@ -34,6 +34,7 @@ from ska_tango_scheduler.testing import (
     wait_for,
 )
 from ska_tango_scheduler.testing.lrc_device import LRC_SERVER_NAME
+from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
 
 CHANGE = tango.EventType.CHANGE_EVENT
 ASYNC = hasattr(tango, "EventSubMode")
@@ -191,6 +192,70 @@ def test_process_exits_cleanly_with_attempts_stuck(silent: SilentHost, ending: s
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "leaving" in done.stdout
+
+
+_EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
+    """
+    import atexit, gc, sys, time
+
+
+    def hold_the_gil():
+        # The last exit hook: holds the GIL in C code for a while, so that
+        # Tango's event thread, which is delivering an event, waits for it
+        # past the start of finalisation (then Python ends that thread with
+        # a forced unwind, and Tango's catch-all aborts the process).
+        sum(range(30_000_000))
+
+
+    class SlowToFinalise:
+        # Lets go of the GIL once finalisation has begun.
+        def __del__(self, sleep=time.sleep):
+            sleep(2.0)
+
+
+    atexit.register(hold_the_gil)  # before any other exit hook: it runs last
+    import tango
+    from ska_tango_scheduler import CallbackScheduler
+
+
+    seen = []
+    sched = CallbackScheduler(name="events-at-exit")
+    for attr in ("myAttr1", "myAttr2"):
+        sched.register_event_callback(
+            sys.argv[1], attr, tango.EventType.CHANGE_EVENT, seen.append
+        ).result(timeout=30)
+    del sched  # the caller drops the scheduler: it still runs
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while len(seen) < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    slow = SlowToFinalise()
+    print("leaving", len(seen), flush=True)
+    """
+)
+
+
+def test_process_exits_cleanly_while_events_flow(
+    device_server_factory: DeviceServerFactory,
+) -> None:
+    """A process that exits without shutting its scheduler down, under live events."""
+    process = device_server_factory.event_source(1)
+    source = tango.DeviceProxy(process.devices[0])
+    source.StartPushing([[100.0, 100.0], ["myAttr1", "myAttr2"]])
+    try:
+        # The race is narrow even with the GIL held: a few exits (about 2 s each).
+        for _ in range(3):
+            done = subprocess.run(
+                [sys.executable, "-c", _EVENTS_AT_EXIT_SCRIPT, process.trls[0]],
+                capture_output=True,
+                text=True,
+                timeout=90,
+                env=dict(os.environ),
+            )
+            assert "leaving" in done.stdout, done.stderr[-2000:]
+            assert done.returncode == 0, done.stderr[-2000:]
+    finally:
+        source.StopPushing([])
 
 
 # -- 2. late subscribers get the current value ------------------------------------------------

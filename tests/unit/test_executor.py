@@ -138,3 +138,22 @@ def test_notify_runs_off_the_pool_threads() -> None:
     assert done.wait(30)
     assert names == ["ex.futures"]
     assert ex.close([], 30)
+
+
+def test_close_after_abandon_runs_the_final_jobs_on_the_caller() -> None:
+    """At interpreter exit the pool is abandoned first; a later close still unsubscribes."""
+    pool = ConnectorPool("abandoned", LOG)
+    started = threading.Event()
+    pool.submit("a", started.set)
+    assert started.wait(10)
+    pool.abandon()
+    ran: list[tuple[str, threading.Thread]] = []
+    assert pool.close(
+        [
+            ("a", lambda: ran.append(("a", threading.current_thread()))),
+            ("b", lambda: ran.append(("b", threading.current_thread()))),
+        ],
+        timeout=10,
+    )
+    assert ran == [("a", threading.current_thread()), ("b", threading.current_thread())]
+    assert not any(t.is_alive() for t in pool.threads)
