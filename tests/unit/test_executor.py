@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from ska_tango_scheduler._executor import ConnectorPool
 
@@ -157,3 +158,55 @@ def test_close_after_abandon_runs_the_final_jobs_on_the_caller() -> None:
     )
     assert ran == [("a", threading.current_thread()), ("b", threading.current_thread())]
     assert not any(t.is_alive() for t in pool.threads)
+
+
+class _ReleaseNeedsSubmit:
+    """Held by a job; its release waits for another thread's ``submit`` to get through.
+
+    It stands for a Tango event (and its ``DeviceProxy``) captured by a job: cppTango's
+    proxy destructor waits for Tango's event thread, which may be waiting in ``submit``.
+    """
+
+    def __init__(self, pool: ConnectorPool, done: list[bool]) -> None:
+        self.pool, self.done = pool, done
+
+    def __del__(self) -> None:
+        other = threading.Thread(target=self.pool.submit, args=("other", lambda: None), daemon=True)
+        other.start()
+        other.join(5)
+        self.done.append(not other.is_alive())
+
+
+def _holding(held: object) -> Callable[[], None]:
+    def job() -> None:
+        assert held is not None
+
+    return job
+
+
+def _wait_for_release(done: list[bool]) -> list[bool]:
+    deadline = time.monotonic() + 30
+    while not done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(done)
+
+
+def test_a_job_is_never_released_under_the_pool_lock() -> None:
+    """A job that has run is released with the lock free, however its lane goes on."""
+    ex = ConnectorPool("ex", LOG, max_threads=1)
+    done: list[bool] = []
+    ex.submit("lane", _holding(_ReleaseNeedsSubmit(ex, done)))
+    ex.submit("lane", lambda: None)
+    seen = _wait_for_release(done)
+    ex.close([], timeout=10)
+    assert seen == [True], "the submit inside the release waited for the pool lock"
+
+
+def test_a_cancelled_timer_job_is_released_with_the_lock_free() -> None:
+    ex = ConnectorPool("ex", LOG, max_threads=1)
+    done: list[bool] = []
+    ex.call_later(0.05, "lane", _holding(_ReleaseNeedsSubmit(ex, done))).cancel()
+    ex.call_later(0.2, "lane", lambda: None)  # the timer thread takes the next one
+    seen = _wait_for_release(done)
+    ex.close([], timeout=10)
+    assert seen == [True], "the submit inside the release waited for the pool lock"
