@@ -242,7 +242,9 @@ class ConnectorPool:
         with self._cond:
             for item in self._timers:
                 item[2].cancel()
-            self._timers.clear()
+            # Released after the lock (see _run).
+            dropped: list[object] = [self._timers]
+            self._timers = []
             abandoned = self._abandoned
             if not abandoned:
                 for lane, job in final_jobs:
@@ -250,6 +252,7 @@ class ConnectorPool:
             self._closing = True
             threads = list(self._threads)
             self._cond.notify_all()
+        dropped.clear()
         deadline = None if timeout is None else time.monotonic() + timeout
         current = threading.current_thread()
         if abandoned:
@@ -292,12 +295,16 @@ class ConnectorPool:
             self._abandoned = True
             for item in self._timers:
                 item[2].cancel()
-            self._timers.clear()
+            # Released after the lock (see _run).
+            dropped: list[object] = [self._timers]
+            self._timers = []
             for lane in self._lanes.values():
-                lane.jobs.clear()
+                dropped.append(lane.jobs)
+                lane.jobs = deque()
             self._ready.clear()
             self._closing = True
             self._cond.notify_all()
+        dropped.clear()
 
     # -- internals (lock held) --------------------------------------------------
 
@@ -350,6 +357,10 @@ class ConnectorPool:
                     if not handle.cancelled:
                         self._run_one(job)
                 finally:
+                    # Release the job (and the events and proxies it holds) before
+                    # taking the lock: a DeviceProxy destructor can wait for Tango's
+                    # event thread, which may be waiting in submit() for this lock.
+                    del handle, job
                     with self._cond:
                         self._release(lane, lane_state)
 
@@ -362,7 +373,10 @@ class ConnectorPool:
         return None
 
     def _run_timers(self) -> None:
+        # Cancelled jobs are released once the lock is free (see _run).
+        cancelled: list[Callable[[], None]] = []
         while True:
+            cancelled.clear()
             with self._cond:
                 while True:
                     if self._closing:
@@ -371,8 +385,13 @@ class ConnectorPool:
                         wait = self._timers[0][0] - time.monotonic()
                         if wait <= 0:
                             _, _, handle, lane, job = heapq.heappop(self._timers)
-                            if not handle.cancelled:
+                            if handle.cancelled:
+                                cancelled.append(job)
+                            else:
                                 self._enqueue(lane, handle, job)
+                            del job
+                            if cancelled:
+                                break
                             continue
                         self._cond.wait(wait)
                     else:
