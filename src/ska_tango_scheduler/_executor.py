@@ -89,6 +89,12 @@ class ConnectorPool:
         self._ready: deque[Hashable] = deque()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        # Connector threads asked for by _enqueue, started by _spawn with the
+        # lock free: making a thread allocates, an allocation can run the
+        # garbage collector, and a DeviceProxy it frees can wait for Tango's
+        # event thread, which may be waiting for this lock.
+        self._starting = 0
+        self._thread_numbers = itertools.count()
         self._closing = False
         self._abandoned = False
         self._timer_thread: threading.Thread | None = None
@@ -127,6 +133,7 @@ class ConnectorPool:
                 handle.cancelled = True
                 return handle
             self._enqueue(lane, handle, job)
+        self._spawn()
         return handle
 
     def call_later(self, delay: float, lane: Hashable, job: Callable[[], None]) -> TimerHandle:
@@ -149,12 +156,14 @@ class ConnectorPool:
                 return handle
             due = time.monotonic() + delay
             heapq.heappush(self._timers, (due, next(self._seq), handle, lane, job))
+            timer = None
             if self._timer_thread is None:
-                self._timer_thread = threading.Thread(
+                timer = self._timer_thread = threading.Thread(
                     target=self._run_timers, name=f"{self._name}.timer", daemon=True
                 )
-                self._timer_thread.start()
             self._cond.notify_all()
+        if timer is not None:
+            timer.start()
         return handle
 
     def run_here(self, lane: Hashable, job: Callable[[], None], timeout: float | None) -> bool:
@@ -250,9 +259,11 @@ class ConnectorPool:
                 for lane, job in final_jobs:
                     self._enqueue(lane, TimerHandle(), job)
             self._closing = True
-            threads = list(self._threads)
             self._cond.notify_all()
         dropped.clear()
+        self._spawn()  # a thread still to start runs the final jobs, then ends
+        with self._cond:
+            threads = list(self._threads)
         deadline = None if timeout is None else time.monotonic() + timeout
         current = threading.current_thread()
         if abandoned:
@@ -313,8 +324,8 @@ class ConnectorPool:
         lane_state.jobs.append((handle, job))
         if not lane_state.busy and len(lane_state.jobs) == 1:
             self._ready.append(lane)
-        if self._idle == 0 and len(self._threads) < self._max_threads:
-            self._start_thread()
+        if self._idle == 0 and len(self._threads) + self._starting < self._max_threads:
+            self._starting += 1  # started by _spawn once the lock is free
         self._cond.notify_all()
 
     def _release(self, lane: Hashable, lane_state: _Lane) -> None:
@@ -326,12 +337,20 @@ class ConnectorPool:
             del self._lanes[lane]
         self._cond.notify_all()
 
-    def _start_thread(self) -> None:
-        thread = threading.Thread(
-            target=self._run, name=f"{self._name}-{len(self._threads)}", daemon=not _exit_hook
-        )
-        self._threads.append(thread)
-        thread.start()
+    def _spawn(self) -> None:
+        """Start the connector threads that :meth:`_enqueue` asked for (lock free)."""
+        while True:
+            with self._cond:
+                if not self._starting:
+                    return
+                self._starting -= 1
+                number = next(self._thread_numbers)
+            thread = threading.Thread(
+                target=self._run, name=f"{self._name}-{number}", daemon=not _exit_hook
+            )
+            with self._cond:
+                self._threads.append(thread)
+            thread.start()
 
     # -- threads ----------------------------------------------------------------
 
@@ -373,10 +392,12 @@ class ConnectorPool:
         return None
 
     def _run_timers(self) -> None:
-        # Cancelled jobs are released once the lock is free (see _run).
+        # Cancelled jobs are released, and connector threads started, once the
+        # lock is free (see _run and _spawn).
         cancelled: list[Callable[[], None]] = []
         while True:
             cancelled.clear()
+            self._spawn()
             with self._cond:
                 while True:
                     if self._closing:
@@ -390,7 +411,7 @@ class ConnectorPool:
                             else:
                                 self._enqueue(lane, handle, job)
                             del job
-                            if cancelled:
+                            if cancelled or self._starting:
                                 break
                             continue
                         self._cond.wait(wait)
