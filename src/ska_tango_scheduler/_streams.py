@@ -65,8 +65,8 @@ from ._dispatch import (
     report_slow,
     run_callbacks,
 )
-from ._executor import ConnectorPool, TimerHandle
 from ._hostprobe import HostProbe
+from ._lanes import ConnectorPool, TimerHandle
 from ._queues import Counters, EventQueue
 from ._trl import DeviceKey
 

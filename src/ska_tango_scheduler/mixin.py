@@ -71,12 +71,15 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Final, NoReturn, TypeVar, cast
 
 import tango
 from tango.server import BaseDevice, attribute, device_property
 
+from . import _exit
+from ._lanes import start_thread
 from .diagnostics import LATENCY_WINDOW, SchedulerDiagnostics
 from .scheduler import CallbackScheduler
 
@@ -418,7 +421,11 @@ _GATE_LOCK = threading.Lock()
 
 
 class _DiagnosticsPusher:
-    """Background omni thread that pushes changed diagnostic values as change events."""
+    """Background omni thread that pushes changed diagnostic values as change events.
+
+    Started by the package's one thread starter; asked to stop by ``delete_device``
+    or, at interpreter exit, by the exit sequence (step 1), which joins it in step 3.
+    """
 
     def __init__(
         self,
@@ -433,13 +440,17 @@ class _DiagnosticsPusher:
         self._logger = logger
         self._stop = threading.Event()
         self._last: dict[str, Any] = {}
-        self.thread = threading.Thread(
-            target=self._run, name=f"{scheduler.name}.diagnostics", daemon=True
-        )
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the thread."""
-        self.thread.start()
+        self.thread = start_thread(
+            f"{self._scheduler.name}.diagnostics",
+            self._run,
+            daemon=True,
+            context=tango.EnsureOmniThread,
+        )
+        _live_pushers.add(self)
 
     def request_stop(self) -> None:
         """Ask the thread to end; it pushes nothing more once this returns."""
@@ -454,17 +465,19 @@ class _DiagnosticsPusher:
         Returns:
             True if the thread has ended.
         """
-        if self.thread is not threading.current_thread() and self.thread.ident is not None:
-            self.thread.join(timeout)
-        return not self.thread.is_alive()
+        thread = self.thread
+        if thread is None:
+            return True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        return not thread.is_alive()
 
     def _run(self) -> None:
-        with tango.EnsureOmniThread():
-            while not self._stop.wait(self._period):
-                try:
-                    self._push_changes()
-                except Exception:  # noqa: BLE001 - the thread must keep going
-                    self._logger.warning("Pushing scheduler diagnostics failed", exc_info=True)
+        while not self._stop.wait(self._period):
+            try:
+                self._push_changes()
+            except Exception:  # noqa: BLE001 - the thread must keep going
+                self._logger.warning("Pushing scheduler diagnostics failed", exc_info=True)
 
     def _push_changes(self) -> None:
         if self._scheduler.is_shutdown:
@@ -487,6 +500,23 @@ class _DiagnosticsPusher:
             # Typically the device stayed busy for longer than Tango waits for
             # its monitor: what was not pushed is pushed next period.
             self._logger.debug("Diagnostics not pushed this time: %s", _describe(exc))
+
+
+_live_pushers: weakref.WeakSet[_DiagnosticsPusher] = weakref.WeakSet()
+
+
+def _stop_pushers() -> None:
+    for pusher in list(_live_pushers):
+        pusher.request_stop()
+
+
+def _join_pushers() -> None:
+    for pusher in list(_live_pushers):
+        pusher.join(_exit.THREAD_WAIT)
+
+
+_exit.at_exit(_exit.REFUSE_NEW_WORK, _stop_pushers)
+_exit.at_exit(_exit.CLOSE_SERVICES, _join_pushers)
 
 
 class SchedulerMixin:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import contextlib
 import functools
@@ -17,11 +16,11 @@ from typing import Any, NewType
 
 import tango
 
-from . import _compat
+from . import _compat, _exit
 from ._backoff import BackoffPolicy
 from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
-from ._executor import ConnectorPool
 from ._hostprobe import HostProbe
+from ._lanes import ConnectorPool
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
 from ._streams import EventStream, StreamContext, StreamKey, StreamState
 from ._window import WindowStats, merge
@@ -942,8 +941,9 @@ _live_lock = threading.Lock()
 def _shutdown_at_exit() -> None:
     """Shut down every scheduler still running, before the interpreter finalises.
 
-    Runs after the interpreter has waited for its non-daemon threads (the
-    connector threads), so the subscriptions are cancelled on this thread.
+    Step 2 of the exit sequence (see ``_exit``): runs after the interpreter
+    has waited for its non-daemon threads (the connector threads, told to end
+    in step 1), so the subscriptions are cancelled on this thread.
     Tango's event thread must not deliver an event once finalisation has
     begun: Python ends a thread that asks for the GIL then, and Tango's
     catch-all around the callback turns that into an abort.
@@ -957,4 +957,4 @@ def _shutdown_at_exit() -> None:
             scheduler._logger.exception("%s: shutdown at exit failed", scheduler.name)  # noqa: SLF001
 
 
-atexit.register(_shutdown_at_exit)
+_exit.at_exit(_exit.SHUT_DOWN_SCHEDULERS, _shutdown_at_exit)

@@ -314,12 +314,11 @@ def run(
 
 
 def settle(subs: LRCSubscriptionsProtocol) -> None:
-    """Wait for the invocation's replay thread, if it has one."""
+    """Wait for the invocation's replay job, if it has one."""
     inner = getattr(subs, "_invocation", subs)
-    thread = inner._replay_thread
-    if thread is not None:
-        thread.join(30)
-        assert not thread.is_alive()
+    replayed = inner._replayed
+    if replayed is not None:
+        assert replayed.wait(30), "the replay job did not end"
 
 
 def v2(cid: str, **update: Any) -> tuple[str, str]:
