@@ -825,7 +825,6 @@ class _Invocation:
         arrived before the reply. Live updates that arrive meanwhile are appended and
         delivered by this same thread, in order (see :meth:`_drain`).
         """
-
         done = self._replayed = threading.Event()
 
         def replay() -> None:

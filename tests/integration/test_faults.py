@@ -153,7 +153,37 @@ def test_invoke_lrc_unaffected_by_hung_hosts(
             shared_hung.add_done_callback(lambda f: shared.unregister_callback(f.result()))
 
 
-_EXIT_SCRIPT = textwrap.dedent(
+# Registered by a child process before it imports the package: atexit runs its hooks
+# last in, first out, so this one runs after the package's exit sequence, every time,
+# and reports what that sequence left behind (a deterministic check, where an abort
+# at finalisation is a race).
+_CHECK_AT_EXIT = textwrap.dedent(
+    """
+    import atexit, gc
+
+
+    def check_everything_ended():
+        import tango
+        from ska_tango_scheduler import CallbackScheduler
+
+        objects = gc.get_objects()
+        running = sorted(
+            o.name for o in objects if isinstance(o, CallbackScheduler) and not o.is_shutdown
+        )
+        subscribed = sum(
+            len(o.__dict__.get("_subscribed_events", {}))
+            for o in objects
+            if isinstance(o, tango.DeviceProxy)
+        )
+        print(f"at exit: running {running}, subscriptions {subscribed}", flush=True)
+
+
+    atexit.register(check_everything_ended)
+    """
+)
+_ALL_ENDED = "at exit: running [], subscriptions 0"
+
+_EXIT_SCRIPT = _CHECK_AT_EXIT + textwrap.dedent(
     """
     import sys, time
     import tango
@@ -192,10 +222,12 @@ def test_process_exits_cleanly_with_attempts_stuck(silent: SilentHost, ending: s
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "leaving" in done.stdout
+    assert _ALL_ENDED in done.stdout, done.stdout[-2000:]
 
 
-_EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
-    """
+_EVENTS_AT_EXIT_SCRIPT = (
+    textwrap.dedent(
+        """
     import atexit, gc, sys, time
 
 
@@ -214,6 +246,11 @@ _EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
 
 
     atexit.register(hold_the_gil)  # before any other exit hook: it runs last
+    """
+    )
+    + _CHECK_AT_EXIT
+    + textwrap.dedent(
+        """
     import tango
     from ska_tango_scheduler import CallbackScheduler
 
@@ -232,6 +269,7 @@ _EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
     slow = SlowToFinalise()
     print("leaving", len(seen), flush=True)
     """
+    )
 )
 
 
@@ -253,6 +291,10 @@ def test_process_exits_cleanly_while_events_flow(
                 env=dict(os.environ),
             )
             assert "leaving" in done.stdout, done.stderr[-2000:]
+            # Deterministic: the exit sequence shut the scheduler down and
+            # cancelled every subscription while events still flowed.
+            assert _ALL_ENDED in done.stdout, done.stdout[-2000:]
+            assert "subscriptions" in done.stdout
             assert done.returncode == 0, done.stderr[-2000:]
     finally:
         source.StopPushing([])
