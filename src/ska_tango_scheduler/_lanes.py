@@ -404,11 +404,15 @@ class LaneService:
         kind = message[0]
         if kind == _SUBMIT:
             _, lane, handle, job = message
-            if not self._closing_seen:
+            if self._closing_seen:
+                handle.cancelled = True  # submitted as close() began: refused
+            else:
                 self._enqueue(lane, (handle, job))
         elif kind == _TIMER:
             _, lane, handle, job, due = message
-            if not self._closing_seen:
+            if self._closing_seen:
+                handle.cancelled = True
+            else:
                 heapq.heappush(self._timers, (due, next(self._seq), handle, lane, job))
         elif kind == _DONE:
             self._release(message[1], message[2])
@@ -427,6 +431,7 @@ class LaneService:
         elif kind == _NOTIFY:
             self._start_notify(message[1])
         elif kind == _CLOSE:
+            self._fire_due_timers()  # a job whose delay has passed is queued: it runs
             self._closing_seen = True
             self._drop_timers()
             for lane, job in message[1]:
@@ -466,8 +471,8 @@ class LaneService:
 
     def _mark_ready(self, lane: Hashable) -> None:
         state = self._lanes[lane]
-        if state.busy is None and len(state.items) >= 1:
-            self._ready.append(lane)
+        if state.busy is None and len(state.items) == 1:
+            self._ready.append(lane)  # (a lane with more is in _ready already)
 
     def _release(self, lane: Hashable, owner: object) -> None:
         state = self._lanes.get(lane)

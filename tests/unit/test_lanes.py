@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import queue
 import threading
 import time
 import types
@@ -318,3 +319,56 @@ def test_no_collection_starts_under_a_lock_of_the_service(monkeypatch: pytest.Mo
     starts, flagged = churn_under_gc(lanes_module, monkeypatch)
     assert starts > 100, "the collector hardly ran: the test proves nothing"
     assert not flagged, f"collections started under a lock of the service in {set(flagged)}"
+
+
+def test_run_here_is_reentrant_in_a_job_of_its_lane() -> None:
+    ex = ConnectorPool("ex", LOG)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def outer() -> None:
+        assert ex.in_pool()
+        assert ex.run_here("a", lambda: seen.append("inner"), timeout=0.1)
+        assert ex.run_here("a", lambda: ex.run_here("a", lambda: seen.append("nested"), 0), 0)
+        done.set()
+
+    ex.submit("a", outer)
+    assert done.wait(30)
+    assert seen == ["inner", "nested"]
+    assert not ex.in_pool()
+    assert ex.close([], 30)
+
+
+class _LateReply:
+    """A grant queue whose wait ends just after the grant came, as a timeout would."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[bool] = queue.SimpleQueue()
+
+    def put(self, granted: bool) -> None:
+        self._queue.put(granted)
+
+    def get(self, timeout: float | None = None) -> bool:
+        self._queue.get(timeout=30)
+        raise queue.Empty
+
+
+def test_a_grant_that_comes_after_the_timeout_is_handed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_here gives up as the grant comes: the lane is handed back, its jobs still run."""
+    ex = ConnectorPool("ex", LOG)
+    ran: list[str] = []
+
+    class LateGrant(lanes_module._Grant):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reply = _LateReply()  # type: ignore[assignment]
+
+    monkeypatch.setattr(lanes_module, "_Grant", LateGrant)
+    assert not ex.run_here("a", lambda: ran.append("here"), timeout=0.1)
+    done = threading.Event()
+    ex.submit("a", done.set)
+    assert done.wait(10), "a grant that came too late kept the lane"
+    assert ran == []
+    assert ex.close([], 30)
