@@ -883,7 +883,7 @@ class _Invocation:
         if recovered:
             self._schedule_check(0.0)
 
-    # -- status checks (watchdog threads) ---------------------------------------------
+    # -- status checks (timers of the LRC lanes service) -------------------------------
 
     def _schedule_check(self, delay: float) -> None:
         with self._lock:
