@@ -194,12 +194,12 @@ def test_the_image_name_is_the_chart_s(tmp_path: Path) -> None:
         cr.image_name(copy)
 
 
-@pytest.fixture
-def util_git(tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(scope="module")
+def util_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A git folder shaped like ska-tango-charts, with only tag 0.4.1."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
-    work = tmp_path / "charts-src"
+    work = tmp_path_factory.mktemp("util-git") / "charts-src"
     util = work / "charts" / "ska-tango-util"
     util.mkdir(parents=True)
     (util / "Chart.yaml").write_text("apiVersion: v2\nname: ska-tango-util\nversion: 0.4.1\n")
