@@ -131,7 +131,7 @@ python-test-old: $(VENV_STAMP) $(VENV_OLD_STAMP)
 		$(VENV_OLD)/bin/python -m pytest $(PYTEST_ARGS)
 
 chart-lint: $(VENV_STAMP)
-	@echo "== yamllint (Helm chart; its Go templates are checked by tests/unit/test_chart.py)"
+	@echo "== yamllint (Helm chart; its Go templates: tests/unit/test_chart.py, and make chart-test)"
 	$(VENV)/bin/yamllint --strict .yamllint charts
 
 # -W: warnings are errors. -E: read every source again, so that warnings of unchanged

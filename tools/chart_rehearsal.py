@@ -337,8 +337,9 @@ def expand(command: Sequence[str], env: Mapping[str, str]) -> list[str]:
 def check_device_classes(rendered: Rendered) -> None:
     """Check that every configured device class is a Tango class of the package.
 
-    A class must be found in the module of the container's command (a console
-    script of the package) or in an entry point the ConfigMap names.
+    A class must be found in the module of the container's command when that
+    is a console script of the package (the module runs the classes it
+    holds), else in the modules of the entry points the ConfigMap names.
 
     Args:
         rendered: The parsed chart.
@@ -359,8 +360,11 @@ def check_device_classes(rendered: Rendered) -> None:
             for c in rendered.containers
             if config.name in c.config_maps
         ]
+        # A console script of the package serves the classes of its module; any
+        # other command (e.g. python data/Server.py) the entry points' classes.
         modules = [scripts[program] for program in programs if program in scripts]
-        modules += [entry.rsplit(".", 1)[0] for entry in config.entrypoints()]
+        if not modules:
+            modules = [entry.rsplit(".", 1)[0] for entry in config.entrypoints()]
         modules = list(dict.fromkeys(modules))
         for server, device_class, device, _ in config.devices():
             found = False
@@ -379,7 +383,8 @@ def check_device_classes(rendered: Rendered) -> None:
                 raise ChartError(
                     f"the chart configures device {device} of class {device_class!r} "
                     f"(server {server}, ConfigMap {config.name}), but the package has no "
-                    f"Tango device class of that name (looked in: {', '.join(modules) or 'none'})"
+                    "Tango device class of that name where the server's command runs it "
+                    f"(looked in: {', '.join(modules) or 'none'})"
                 )
 
 
@@ -729,7 +734,7 @@ class Rehearsal:
 
                 wait_for(
                     answers,
-                    timeout=180,
+                    timeout=120,
                     interval=0.2,
                     message=f"[{target}] {device} answers State() "
                     f"and is not {'/'.join(BAD_STATES)}",

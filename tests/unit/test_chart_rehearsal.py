@@ -99,7 +99,9 @@ def server_command(program: str) -> list[str]:
 
 
 def render(
-    device_class: str = "EventSource", program: str = "ska-tango-scheduler-eventsource"
+    device_class: str = "EventSource",
+    program: str = "ska-tango-scheduler-eventsource",
+    entrypoint: str = "ska_tango_scheduler.testing.event_source.EventSource",
 ) -> str:
     """YAML shaped like `helm template` of the chart: our server and a foreign one."""
     servers = {"EventSource": {"demo": {device_class: {"demo/eventsource/1": {}}}}}
@@ -107,7 +109,7 @@ def render(
         config_map(
             "eventsource-demo-dsconfig-json",
             servers,
-            "ska_tango_scheduler.testing.event_source.EventSource",
+            entrypoint,
         ),
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "eventsource-demo"}},
         statefulset(
@@ -168,6 +170,16 @@ def test_the_chart_classes_are_device_classes_of_the_package() -> None:
 def test_a_device_class_the_package_does_not_have_is_a_clear_error() -> None:
     rendered = cr.parse_rendered(render(device_class="NoSuchDevice"), IMAGE)
     with pytest.raises(cr.ChartError, match="class 'NoSuchDevice' .* no Tango device class"):
+        cr.check_device_classes(rendered)
+
+
+def test_a_package_class_that_the_command_does_not_run_is_an_error() -> None:
+    # The data file names the right entry point, but the command runs the event source.
+    entrypoint = "ska_tango_scheduler.testing.lrc_device.LrcReference"
+    rendered = cr.parse_rendered(render("LrcReference", entrypoint=entrypoint), IMAGE)
+    with pytest.raises(
+        cr.ChartError, match=r"looked in: ska_tango_scheduler\.testing\.event_source\)"
+    ):
         cr.check_device_classes(rendered)
 
 
