@@ -589,6 +589,10 @@ def _installed_in_image(image: str) -> Callable[[str], bool]:
     return installed
 
 
+def _programs(rendered: Rendered) -> list[str]:
+    return [Path(drop_retry(c.command)[0]).name for c in rendered.containers]
+
+
 def _installed_in_venv(program: str) -> bool:
     return shutil.which(program, path=str(Path(sys.executable).parent)) is not None
 
@@ -857,6 +861,16 @@ def run(args: argparse.Namespace) -> None:
         if inspect.returncode:
             raise ChartError(f"image {image} not found: build it first with make oci-build")
         check_commands(rendered, _installed_in_image(image), f"the image {image}")
+        wrappers = sorted(
+            {Path(c.command[0]).name for c in rendered.containers} - {"", *_programs(rendered)}
+        )
+        for wrapper in wrappers:
+            if not _installed_in_image(image)(wrapper):
+                print(
+                    f"chart-test: WARNING: the image has no {wrapper!r}, which the rendered "
+                    "commands run on a cluster (SKA's ska-tango-images-tango-python base "
+                    "provides it); the rehearsal runs the commands without it"
+                )
     with Rehearsal(rendered, work, Path(args.json2tango_bin).resolve()) as rehearsal:
         seconds = rehearsal.run_servers("venv", None)
         print(f"chart-test: [venv] passed in {seconds:.1f} s")
