@@ -324,7 +324,8 @@ def check_slow_callback_duration(
             where, value, MAX_SLOW_CALLBACK_DURATION, allow_zero=True, from_text=True
         )
     except (ArgumentTypeError, ArgumentRangeError) as exc:
-        raise _bad(where, value, f"give {exc.expected} (0 turns the slow-callback check off)") from None
+        expected = f"give {exc.expected} (0 turns the slow-callback check off)"
+        raise _bad(where, value, expected) from None
     return seconds if seconds > 0 else None
 
 
