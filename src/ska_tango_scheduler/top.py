@@ -27,15 +27,17 @@ the scheduler's threads and exits with status 0.
 never answers: status 0 when every device answered, 1 otherwise (130 when
 interrupted). Live, every device is first read directly (for at most
 ``--timeout`` seconds), so the first view already says which devices are not
-running, before any event comes. Ctrl-C acts at once in both modes; a Tango call still
-hanging then (a silent host) is left behind, and the process ends without
-waiting for it.
+running, before any event comes. Ctrl-C acts at once in both modes; a Tango
+call still hanging then (a silent host) is left behind, and the process ends
+without waiting for it.
 
 When the reader of the output goes away (``top --json | head -1``), the
 command stops quietly with status 141 (128 + SIGPIPE), what a shell reports
 for any Unix tool ended by a closed pipe; no traceback. ``--timeout`` and
 ``--interval`` take seconds above 0 and at most 3,600; anything else
-(``nan``, ``inf``, ``-1``) is a usage error (status 2). ``--json`` prints JSON instead of text: with
+(``nan``, ``inf``, ``-1``) is a usage error (status 2).
+
+``--json`` prints JSON instead of text: with
 ``--once`` one object, ``{"devices": [...]}``; live, one such object per
 line whenever a device reports a change. Each device entry holds
 ``device``, ``ok``, ``error`` (text, or null), ``updated`` (Unix time of the
@@ -461,9 +463,12 @@ class _Follower:
         holds for about 9 s inside cppTango; after :data:`_CLEANUP_BUDGET`
         seconds the rest is left behind (see :func:`run`).
         """
-        closer = threading.Thread(
-            target=self._scheduler.shutdown, args=(_CLEANUP_BUDGET,), daemon=True
-        )
+
+        def shut_down() -> None:
+            with tango.EnsureOmniThread():
+                self._scheduler.shutdown(_CLEANUP_BUDGET)
+
+        closer = threading.Thread(target=shut_down, name="top-close", daemon=True)
         closer.start()
         closer.join(_CLEANUP_BUDGET)
         others = (*self._scheduler.threads, *getattr(self, "_first_reads", ()))
