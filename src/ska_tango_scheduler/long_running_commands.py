@@ -108,11 +108,17 @@ EVENTS_DROPPED_REASON = "SKA_LrcEventsDropped"
 """Reason of the error passed as ``error=`` when LRC events may have been lost."""
 
 OUTCOME_LOST_AFTER = 30.0
-"""Seconds a device may stay unreachable before its command's outcome is given up as lost.
+"""Seconds a device may go without a sign of life before its command's outcome is lost.
 
-Counted from the first sign of trouble (an error event on an LRC stream, or a status
-check the device did not answer). The callback then gets a last call with ``error=``
-(reason :data:`OUTCOME_LOST_REASON`) and the invocation ends.
+Counted from the device's last sign of life: its reply to the command, the last event
+that arrived on an LRC stream, or the last status check it answered. Once that long
+has passed, the first status check the device does not answer ends the invocation:
+the callback gets a last call with ``error=`` (reason :data:`OUTCOME_LOST_REASON`).
+While the device gives no sign of life it is checked every second, and a check that
+is not answered takes about twice the proxy's timeout (the status query, then a
+ping), so a device that freezes is given up at most about ``OUTCOME_LOST_AFTER`` + 7 s
+after its last sign of life with Tango's default 3 s timeout. (The clock used to start
+at the first error event, about 10 s into a hang, which made that 40 s and more.)
 """
 
 OUTCOME_LOST_REASON = "SKA_LrcOutcomeLost"
@@ -683,6 +689,8 @@ class _Invocation:
         self._interval = _CHECK_INTERVAL_MIN
         self._stream_trouble = False
         self._unreachable_since: float | None = None
+        # Last sign of life of the device: the outcome-lost clock runs from it.
+        self._alive_at = time.monotonic()
         self._timer_generation = 0
         self._means: tuple[set[str], set[str]] | None = None
         self._checked_status: TaskStatus | None = None
@@ -794,7 +802,7 @@ class _Invocation:
         """Learn the command id and pass on the updates that were waiting for it."""
         with self._lock:
             self._command_id = command_id
-            self._heard_at = time.monotonic()
+            self._heard_at = self._alive_at = time.monotonic()
             early = list(self._early)
             self._early.clear()
             if self._early_dropped:
@@ -878,6 +886,7 @@ class _Invocation:
     def _stream_ok(self) -> None:
         """A stream delivered data: if it was in error, check the command soon."""
         with self._lock:
+            self._alive_at = time.monotonic()
             recovered = self._stream_trouble and self._command_id is not None
             self._stream_trouble = False
         if recovered:
@@ -926,6 +935,7 @@ class _Invocation:
             found = (None, None, False)
         with self._lock:
             self._unreachable_since = None
+            self._alive_at = time.monotonic()
         self._accept(("check", found))
         with self._lock:
             self._interval = min(self._interval * 2, CHECK_INTERVAL_MAX)
@@ -939,13 +949,13 @@ class _Invocation:
                 return
             if self._unreachable_since is None:
                 self._unreachable_since = now
-            away = now - self._unreachable_since
+            away = now - self._alive_at
         if away < OUTCOME_LOST_AFTER:
             self._schedule_check(_TROUBLE_INTERVAL)
             return
         errors = _compat.errors_of(exc)
         desc = (
-            f"{self._device} could not be reached for {away:.0f} s "
+            f"{self._device} gave no sign of life for {away:.0f} s "
             f"({_compat.describe_errors(errors)}); the outcome of {self._command_id} is lost"
         )
         self._accept(("lost", (_dev_error(OUTCOME_LOST_REASON, desc),)))

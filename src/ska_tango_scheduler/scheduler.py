@@ -7,7 +7,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,15 @@ import tango
 
 from . import _compat, _exit
 from ._backoff import BackoffPolicy
+from ._checks import (
+    MAX_ATTEMPT_TIMEOUT,
+    MAX_QUEUE_SIZE,
+    MAX_SLOW_CALLBACK_DURATION,
+    MAX_THREAD_COUNT,
+    MAX_WAIT,
+    check_seconds,
+    check_whole_number,
+)
 from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
 from ._hostprobe import HostProbe
 from ._lanes import ConnectorPool
@@ -114,14 +122,15 @@ class CallbackScheduler:
 
     Args:
         thread_count: Number of worker threads: how many callbacks may run at
-            once. Use one more than the number of slow callbacks that may be
-            running at the same time.
+            once, from 1 to 128 (``MAX_THREAD_COUNT``). Use one more than the
+            number of slow callbacks that may be running at the same time.
         name: Name of the scheduler, used for its threads and in logs and
             diagnostics; a unique one is made up if omitted.
         logger: Logger to use; ``logging.getLogger("ska_tango_scheduler")``
             if omitted.
         default_queue_size: Capacity of the queue each new stream gets when
-            no ``queue_factory`` is given.
+            no ``queue_factory`` is given, from 1 to 1,000,000
+            (``MAX_QUEUE_SIZE``).
         backoff: How quickly streams that fail to connect are retried.
         wait_for_subscription: On PyTango < 10.1 only, whether
             ``register_event_callback`` and ``connect_event_stream`` wait (up
@@ -136,18 +145,22 @@ class CallbackScheduler:
             slow: it is counted (per stream, per queue and in the totals of
             :meth:`diagnostics`) and logged at WARNING, at most once per
             10 s per callback, naming the callback, its stream and how long
-            it took. None turns the check off (and saves two clock reads per
-            callback).
+            it took, above 0 and at most 3,600 s
+            (``MAX_SLOW_CALLBACK_DURATION``). None turns the check off (and
+            saves two clock reads per callback).
         attempt_timeout: Seconds one step of a connection attempt may take:
             the check that the device's Tango host answers, and each Tango
             call on the scheduler's own proxies. Attempts run on a few
             connector threads, one at a time per device, so a device or host
-            that hangs delays only its own streams.
+            that hangs delays only its own streams. Above 0 and at most 300 s
+            (``MAX_ATTEMPT_TIMEOUT``).
+
+    The upper bounds are explained in :doc:`/reference/limits`.
 
     Raises:
-        ValueError: If ``thread_count`` or ``default_queue_size`` is below 1,
-            or ``slow_callback_duration`` or ``attempt_timeout`` is not a
-            positive finite number.
+        ValueError: If ``thread_count`` or ``default_queue_size`` is out of
+            its range, or ``slow_callback_duration`` or ``attempt_timeout``
+            is not a positive finite number within its bound.
         TypeError: If they are not integers, ``slow_callback_duration`` is
             neither a number nor None, ``attempt_timeout`` is not a number,
             ``logger`` is not a ``logging.Logger``, or ``backoff`` is not a
@@ -167,14 +180,14 @@ class CallbackScheduler:
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         """Create the scheduler and start its threads."""
-        _check_count("thread_count", thread_count)
-        _check_count("default_queue_size", default_queue_size)
+        _check_count("thread_count", thread_count, MAX_THREAD_COUNT)
+        _check_count("default_queue_size", default_queue_size, MAX_QUEUE_SIZE)
         slow_after = _check_duration("slow_callback_duration", slow_callback_duration)
         if backoff is not None and not isinstance(backoff, BackoffPolicy):
             raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        _check_seconds("attempt_timeout", attempt_timeout, allow_zero=False)
+        _check_seconds("attempt_timeout", attempt_timeout, MAX_ATTEMPT_TIMEOUT, allow_zero=False)
         self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
         self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
         self._default_queue_size = default_queue_size
@@ -243,18 +256,18 @@ class CallbackScheduler:
 
         Args:
             queue_size: How many events the queue holds before it discards
-                the oldest.
+                the oldest, from 1 to 1,000,000 (``MAX_QUEUE_SIZE``).
 
         Returns:
             The queue.
 
         Raises:
-            ValueError: If ``queue_size`` is below 1.
+            ValueError: If ``queue_size`` is below 1 or above 1,000,000.
             TypeError: If ``queue_size`` is not an integer.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
         self._check_running()
-        _check_count("queue_size", queue_size)
+        _check_count("queue_size", queue_size, MAX_QUEUE_SIZE)
         return self._dispatcher.new_queue(queue_size)
 
     def get_queue(
@@ -564,10 +577,11 @@ class CallbackScheduler:
 
         Raises:
             TypeError: If ``timeout`` is neither None nor a number.
-            ValueError: If ``timeout`` is negative or not finite. A call that
+            ValueError: If ``timeout`` is negative, not finite or longer
+                than Python can wait (``threading.TIMEOUT_MAX``). A call that
                 raises changes nothing: the scheduler keeps running.
         """
-        _check_seconds("timeout", timeout, allow_zero=True)
+        _check_seconds("timeout", timeout, MAX_WAIT, allow_zero=True)
         with self._lock:
             if self._shut_down:
                 return
@@ -887,11 +901,8 @@ def _as_function(callback: object) -> Callable[[Any], None]:
     )
 
 
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+def _check_count(name: str, value: object, maximum: int) -> None:
+    check_whole_number(name, value, 1, maximum)
 
 
 def _window_fields(stats: WindowStats) -> dict[str, Any]:
@@ -911,21 +922,13 @@ def _window_fields(stats: WindowStats) -> dict[str, Any]:
 def _check_duration(name: str, value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return check_seconds(name, value, MAX_SLOW_CALLBACK_DURATION, allow_zero=False)
 
 
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+def _check_seconds(name: str, value: object, high: float, *, allow_zero: bool) -> None:
     if value is None and allow_zero:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a {kind} finite number of seconds, got {value!r}")
+    check_seconds(name, value, high, allow_zero=allow_zero)
 
 
 def _describe(key: StreamKey) -> str:

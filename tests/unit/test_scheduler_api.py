@@ -47,13 +47,13 @@ def sched() -> Iterator[CallbackScheduler]:
 
 @pytest.mark.parametrize("value", [0, -3])
 def test_thread_count_below_one(value: int) -> None:
-    with pytest.raises(ValueError, match="thread_count must be at least 1"):
+    with pytest.raises(ValueError, match="thread_count must be a whole number from 1 to 128"):
         CallbackScheduler(thread_count=value)
 
 
 @pytest.mark.parametrize("value", [1.0, "2", None, True])
 def test_thread_count_not_int(value: object) -> None:
-    with pytest.raises(TypeError, match="thread_count must be an int"):
+    with pytest.raises(TypeError, match="thread_count must be a whole number"):
         CallbackScheduler(thread_count=value)  # type: ignore[arg-type]
 
 
@@ -69,7 +69,7 @@ def test_backoff_type_checked() -> None:
 
 @pytest.mark.parametrize("size", [0, -1])
 def test_queue_size_below_one(sched: CallbackScheduler, size: int) -> None:
-    with pytest.raises(ValueError, match="queue_size must be at least 1"):
+    with pytest.raises(ValueError, match="queue_size must be a whole number from 1 to 1000000"):
         sched.allocate_queue(queue_size=size)
 
 
