@@ -83,7 +83,6 @@ import tango
 from tango.server import BaseDevice, attribute, device_property
 
 from . import _exit
-from ._lanes import start_thread
 from ._checks import (
     MAX_DIAGNOSTICS_PERIOD,
     MAX_SHUTDOWN_TIMEOUT,
@@ -95,6 +94,7 @@ from ._checks import (
     check_seconds,
     check_whole_number,
 )
+from ._lanes import start_thread
 from .diagnostics import LATENCY_WINDOW, SchedulerDiagnostics
 from .scheduler import CallbackScheduler
 
