@@ -77,8 +77,7 @@ _FLUSH = 0.1
 # worker starts; the benchmarks turn it off to measure what it costs).
 _TRACK = True
 _get_ident = threading.get_ident
-# Makes the intake lock and the workers' wake-up locks (a test substitutes a
-# lock that records its holder).
+# Makes the intake lock (a test substitutes one that records its holder).
 _new_lock = _thread.allocate_lock
 
 
@@ -581,9 +580,10 @@ class Dispatcher:
         track = _TRACK
         # This worker's wake-up lock: held except between its waker's release
         # and the worker's next park.
-        me = _new_lock()
+        me = _thread.allocate_lock()
         me.acquire()
         queue: EventQueue | None = None
+        entry: Any = None
         sink: Any = None
         payload: Any = None
         arrival = 0.0
@@ -623,7 +623,12 @@ class Dispatcher:
                             if ready and idle:
                                 wake = idle.pop()  # more work than this worker
                         items = queue._items  # noqa: SLF001
-                        sink, payload, arrival = items.popleft()
+                        # Indexing, not unpacking: Python 3.11's generic
+                        # UNPACK_SEQUENCE makes an iterator (an allocation).
+                        entry = items.popleft()
+                        sink = entry[0]
+                        payload = entry[1]
+                        arrival = entry[2]
                         counters = sink.counters
                         counters.delivered += 1
                         counters.queued -= 1
@@ -687,7 +692,7 @@ class Dispatcher:
                         flush_at = end + _FLUSH
                 # Release the event here, with the lock free: its release can run
                 # a DeviceProxy destructor, which may wait for Tango's event thread.
-                sink = payload = None
+                entry = sink = payload = None
                 if end - last_yield > YIELD_INTERVAL:
                     # Let Tango's event thread have the GIL (see the module doc).
                     time.sleep(0)

@@ -206,6 +206,8 @@ class CallbackScheduler:
         self._callbacks: dict[int, tuple[EventStream, CallbackRegistration]] = {}
         self._queue_users: dict[EventQueue, set[EventStream]] = {}
         self._shut_down = False
+        # Diagnostics fields of window statistics (see _fields).
+        self._fields_cache: dict[int, tuple[WindowStats, dict[str, Any]]] = {}
         self._dispatcher.start()
         with _live_lock:
             _live_schedulers.add(self)
@@ -623,126 +625,84 @@ class CallbackScheduler:
             The snapshot; ``to_dict()`` makes it JSON-ready.
         """
         now_mono = time.monotonic()
-        with self._lock, self._dispatcher.locked():
+        dispatcher = self._dispatcher
+        # Copy the registry (no lock of Tango's event thread is involved); the
+        # counts are then read row by row, each row at one instant, under the
+        # dispatcher's intake lock, which is held only for a few int reads
+        # (see Dispatcher): building the rows never holds a lock.
+        with self._lock:
             streams = list(self._streams.values())
-            queued_by_stream: dict[EventStream, int] = {}
-            for queue in self._queue_users:
-                for entry in queue._items:  # noqa: SLF001 - snapshot under the lock
-                    sink = entry[0]
-                    if isinstance(sink, EventStream):
-                        queued_by_stream[sink] = queued_by_stream.get(sink, 0) + 1
-            stream_counts = [
-                (
-                    s,
-                    s.state.value,
-                    s.pinned,
-                    len(s.registrations),
-                    queued_by_stream.get(s, 0),
-                    s.counters.delivered,
-                    s.counters.dropped,
-                    s.counters.callback_errors,
-                    s.counters.slow_callbacks,
-                    s.last_error,
+            queue_users = [(q, tuple(users)) for q, users in self._queue_users.items()]
+        stream_rows = []
+        fields_of: dict[EventStream, dict[str, Any]] = {}
+        for s in streams:
+            queued, delivered, dropped = dispatcher.sink_counts(s)
+            fields = fields_of[s] = self._fields(s.counters.window.stats(now_mono))
+            stream_rows.append(
+                StreamDiagnostics(
+                    name=s.name,
+                    device=s.key.device.trl,
+                    attribute=s.attribute,
+                    event_type=s.key.event_type.name,
+                    state=s.state.value,
+                    pinned=s.pinned,
+                    callbacks=len(s.registrations),
+                    queue=s.queue.name,
+                    queued=queued,
+                    received=delivered + dropped + queued,
+                    delivered=delivered,
+                    dropped=dropped,
+                    callback_errors=s.counters.callback_errors,
+                    last_error=s.last_error,
+                    slow_callbacks=s.counters.slow_callbacks,
+                    **fields,
                 )
-                for s in streams
-            ]
-            queue_counts = [
-                (
-                    q,
-                    len(q),
-                    q.counters.delivered,
-                    q.counters.dropped,
-                    q.counters.slow_callbacks,
-                    tuple(users),
+            )
+        queue_rows = []
+        for q, users in queue_users:
+            depth, delivered, dropped = dispatcher.queue_counts(q)
+            if len(users) == 1 and users[0] in fields_of:
+                fields = fields_of[users[0]]
+            else:
+                fields = _window_fields(merge([u.counters.window for u in users], now_mono))
+            queue_rows.append(
+                QueueDiagnostics(
+                    name=q.name,
+                    size=q.maxsize,
+                    depth=depth,
+                    received=delivered + dropped + depth,
+                    delivered=delivered,
+                    dropped=dropped,
+                    streams=tuple(sorted(u.name for u in users)),
+                    latency=fields["latency"],
+                    slow_callbacks=q.counters.slow_callbacks,
                 )
-                for q, users in self._queue_users.items()
-            ]
-            backoff_rows = tuple(
-                BackoffDiagnostics(
-                    stream=s.name,
-                    attempts=s.backoff.attempts,
-                    delay=round(s.backoff.delay, 6),
-                    next_attempt_in=(
-                        None
-                        if s.backoff.next_attempt_at is None
-                        else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
-                    ),
-                    last_error=s.backoff.last_error or s.last_error,
-                    failing_since=s.backoff.failing_since,
-                )
-                for s in streams
-                if s.backoff.active or s.state is StreamState.FAILING
             )
-            counts = self._dispatcher.totals
-            received = self._dispatcher.received
-            totals_counts = (
-                received,
-                counts.delivered,
-                counts.dropped,
-                received - counts.delivered - counts.dropped,
-                counts.callback_errors,
-                counts.slow_callbacks,
-                self._ctx.subscribe_calls,
-                self._ctx.unsubscribe_calls,
+        backoff_rows = tuple(
+            BackoffDiagnostics(
+                stream=s.name,
+                attempts=s.backoff.attempts,
+                delay=round(s.backoff.delay, 6),
+                next_attempt_in=(
+                    None
+                    if s.backoff.next_attempt_at is None
+                    else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
+                ),
+                last_error=s.backoff.last_error or s.last_error,
+                failing_since=s.backoff.failing_since,
             )
-        # The window statistics need no lock (see _window): computed outside it.
-        stream_rows = tuple(
-            StreamDiagnostics(
-                name=s.name,
-                device=s.key.device.trl,
-                attribute=s.attribute,
-                event_type=s.key.event_type.name,
-                state=state,
-                pinned=pinned,
-                callbacks=callbacks,
-                queue=s.queue.name,
-                queued=queued,
-                received=delivered + dropped + queued,
-                delivered=delivered,
-                dropped=dropped,
-                callback_errors=errors,
-                last_error=last_error,
-                slow_callbacks=slow,
-                **_window_fields(merge([s.counters.window], now_mono)),
-            )
-            for (
-                s,
-                state,
-                pinned,
-                callbacks,
-                queued,
-                delivered,
-                dropped,
-                errors,
-                slow,
-                last_error,
-            ) in stream_counts
+            for s in streams
+            if s.backoff.active or s.state is StreamState.FAILING
         )
-        queue_rows = tuple(
-            QueueDiagnostics(
-                name=q.name,
-                size=q.maxsize,
-                depth=depth,
-                received=delivered + dropped + depth,
-                delivered=delivered,
-                dropped=dropped,
-                streams=tuple(sorted(u.name for u in users)),
-                latency=_window_fields(merge([u.counters.window for u in users], now_mono))[
-                    "latency"
-                ],
-                slow_callbacks=slow,
-            )
-            for q, depth, delivered, dropped, slow, users in queue_counts
-        )
-        received, delivered, dropped, queued, errors, slow, subs, unsubs = totals_counts
+        received, delivered, dropped, errors, slow = dispatcher.total_counts()
         totals = Totals(
             received=received,
             delivered=delivered,
             dropped=dropped,
-            queued=queued,
+            queued=received - delivered - dropped,
             callback_errors=errors,
-            subscribe_calls=subs,
-            unsubscribe_calls=unsubs,
+            subscribe_calls=self._ctx.subscribe_calls,
+            unsubscribe_calls=self._ctx.unsubscribe_calls,
             slow_callbacks=slow,
             max_latency_ms=max((q.latency.max_ms for q in queue_rows), default=0.0),
         )
@@ -756,14 +716,28 @@ class CallbackScheduler:
             running=not self._shut_down,
             timestamp=time.time(),
             totals=totals,
-            queues=queue_rows,
-            streams=stream_rows,
+            queues=tuple(queue_rows),
+            streams=tuple(stream_rows),
             backoff=backoff_rows,
             workers=workers,
             window=LATENCY_WINDOW,
         )
 
     # -- internals -----------------------------------------------------------
+
+    def _fields(self, stats: WindowStats) -> dict[str, Any]:
+        """Return the diagnostics fields of window statistics, remembered per object.
+
+        A window hands out the same statistics object until its samples change
+        (see ``SampleWindow.stats``), so quiet streams cost a lookup here.
+        """
+        cache = self._fields_cache
+        fields = cache.get(id(stats))
+        if fields is None or fields[0] is not stats:
+            if len(cache) > 4 * len(self._streams) + 64:
+                cache.clear()
+            fields = cache[id(stats)] = (stats, _window_fields(stats))
+        return fields[1]
 
     def _on_own_thread(self) -> bool:
         """Tell whether the caller is a worker or a connector thread of this scheduler."""
