@@ -19,6 +19,7 @@ from .diagnostics import (
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
+    StreamStatus,
     Totals,
     WorkerDiagnostics,
 )
@@ -68,6 +69,7 @@ __all__ = [
     "SchedulerShutdownError",
     "StreamDiagnostics",
     "StreamNotFoundError",
+    "StreamStatus",
     "Totals",
     "UnknownCallbackError",
     "WorkerDiagnostics",

@@ -32,6 +32,7 @@ from .diagnostics import (
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
+    StreamStatus,
     Totals,
     WorkerDiagnostics,
 )
@@ -721,6 +722,47 @@ class CallbackScheduler:
             backoff=backoff_rows,
             workers=workers,
             window=LATENCY_WINDOW,
+        )
+
+    def stream_status(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType = tango.EventType.CHANGE_EVENT,
+    ) -> StreamStatus | None:
+        """Tell where one stream's subscription stands.
+
+        A cheap query for a client that needs one stream's state (for
+        example to report a failed subscription), instead of reading the rows
+        of :meth:`diagnostics`. The device may be given as a proxy or a TRL,
+        as for :meth:`register_event_callback`.
+
+        Args:
+            device: The device, as a ``tango.DeviceProxy`` or a TRL.
+            attr_name: The attribute name.
+            event_type: The event type.
+
+        Returns:
+            The stream's status, or None when the scheduler has no such stream
+            (never registered, released, or the scheduler was shut down).
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If ``attr_name`` is not a plain attribute name or the
+                event type is not supported.
+        """
+        if self._shut_down:
+            return None
+        try:
+            key = self._key(device, attr_name, event_type)
+        except SchedulerShutdownError:
+            return None
+        with self._lock:
+            stream = self._streams.get(key)
+        if stream is None:
+            return None
+        return StreamStatus(
+            name=stream.name, state=stream.state.value, last_error=stream.last_error
         )
 
     # -- internals -----------------------------------------------------------

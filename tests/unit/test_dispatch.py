@@ -5,16 +5,15 @@ from __future__ import annotations
 import _thread
 import gc
 import logging
+import sys
 import threading
 import time
-import sys
 import traceback
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
 from tango import EventType
 
 from ska_tango_scheduler import CallbackScheduler, _dispatch
