@@ -49,6 +49,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -291,19 +292,25 @@ class EventStream:
     # -- Tango's event thread ------------------------------------------------
 
     def _tango_callback(self, generation: int) -> Callable[[Any], None]:
+        # The callback lives in the proxy's subscription map: it holds the
+        # stream only weakly, or a proxy still subscribed would sit in a
+        # reference cycle (proxy -> callback -> stream -> proxy) that only the
+        # garbage collector frees, running ~DeviceProxy on whatever thread it
+        # interrupts (see docs/explanation/design.rst, "The hand-off").
+        ref = weakref.ref(self)
         put = self.ctx.dispatcher.put
-        queue = self.queue
         connected = StreamState.CONNECTED
 
         def on_event(event: Any) -> None:
             # The share of Tango's event thread: keep it short. Only a
             # connected stream's good events skip the bookkeeping (reading
             # ``event_reason`` alone costs about half a microsecond).
-            if self.closed:
+            stream = ref()
+            if stream is None or stream.closed:
                 return
-            if self.state is not connected or event.err:
-                self._note_event(generation, event)
-            put(queue, self, event)
+            if stream.state is not connected or event.err:
+                stream._note_event(generation, event)  # noqa: SLF001
+            put(stream.queue, stream, event)
 
         return on_event
 
@@ -481,6 +488,10 @@ class EventStream:
             self._unsubscribe()
         self.state = StreamState.CLOSED
         self.backoff.reset()
+        # Let the proxy and the last event (which refers to the proxy) go, here
+        # on the connector thread and with no lock held.
+        self._proxy = None
+        self.last_event = None
         self.resolve_waiters(error)
 
     def resolve_waiters(self, error: BaseException | None = None) -> None:

@@ -597,6 +597,14 @@ class CallbackScheduler:
             stream.resolve_waiters(error)
         if not self._dispatcher.stop(timeout):
             self._logger.warning("%s: some callbacks were still running at shutdown", self._name)
+        # Drop the scheduler's proxies: nothing of ours may keep one alive (in a
+        # reference cycle, say) after shutdown. Released with no lock held, on an
+        # omni thread (a proxy's destructor needs one).
+        with self._lock:
+            proxies, self._ctx.proxies = self._ctx.proxies, {}
+        with tango.EnsureOmniThread():
+            proxies.clear()
+            del proxies
 
     def __enter__(self) -> CallbackScheduler:
         """Return the scheduler, to shut it down at the end of a ``with`` block."""
