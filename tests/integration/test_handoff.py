@@ -36,14 +36,8 @@ class Counter:
             self.count += 1
 
 
-@pytest.mark.parametrize("backlog", [False, True], ids=["idle", "events-queued"])
-def test_shutdown_lets_the_proxy_go_without_the_collector(event_source: Any, backlog: bool) -> None:
-    """With the collector off, the proxy a scheduler made dies once it is shut down.
-
-    With ``backlog``, a callback is blocked at shutdown while events wait in
-    its queue: the events (which refer to the proxy) must not be left in a
-    reference cycle of the scheduler's objects.
-    """
+def _subscribe_and_shut_down(event_source: Any, backlog: bool) -> weakref.ref[Any]:
+    """Subscribe through a scheduler, shut it down and return a weakref to its proxy."""
     counter = Counter()
     gate = threading.Event()
 
@@ -51,13 +45,10 @@ def test_shutdown_lets_the_proxy_go_without_the_collector(event_source: Any, bac
         counter(event)
         gate.wait(60)
 
-    gc.collect()
-    gc.disable()
+    sched = CallbackScheduler(name="proxy-release")
     try:
-        sched = CallbackScheduler(name="proxy-release")
-        callback = blocking if backlog else counter
         trl = event_source.trls[0]
-        sched.register_event_callback(trl, "myAttr1", CHANGE, callback).result(timeout=30)
+        sched.register_event_callback(trl, "myAttr1", CHANGE, blocking if backlog else counter)
         wait_for(lambda: counter.count >= 1, message="the first event (the current value)")
         if backlog:
             source = tango.DeviceProxy(event_source.devices[0])
@@ -69,12 +60,24 @@ def test_shutdown_lets_the_proxy_go_without_the_collector(event_source: Any, bac
             )
         proxy_ref = weakref.ref(sched._ctx.proxies[key_of(trl)])  # noqa: SLF001
         sched.shutdown(timeout=0.5 if backlog else 30)
+    finally:
         gate.set()
-        wait_for(
-            lambda: not any(t.is_alive() for t in sched.threads),
-            message="the blocked worker to end",
-        )
-        del sched, callback
+    wait_for(lambda: not any(t.is_alive() for t in sched.threads), message="the workers to end")
+    return proxy_ref
+
+
+@pytest.mark.parametrize("backlog", [False, True], ids=["idle", "events-queued"])
+def test_shutdown_lets_the_proxy_go_without_the_collector(event_source: Any, backlog: bool) -> None:
+    """With the collector off, the proxy a scheduler made dies once it is shut down.
+
+    With ``backlog``, a callback is blocked at shutdown while events wait in
+    its queue: the stream (and its events) must not keep the proxy in a
+    reference cycle of the scheduler's objects.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        proxy_ref = _subscribe_and_shut_down(event_source, backlog)
         proxy = proxy_ref()
         holders = []
         if proxy is not None:
@@ -82,5 +85,4 @@ def test_shutdown_lets_the_proxy_go_without_the_collector(event_source: Any, bac
             del proxy
         assert proxy_ref() is None, f"the proxy is still alive, referred to by {holders}"
     finally:
-        gate.set()
         gc.enable()
