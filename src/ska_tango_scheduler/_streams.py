@@ -172,9 +172,10 @@ class StreamContext:
         with self.lock:
             proxy = self.proxies.get(key)
         if proxy is None:
-            proxy = self.new_proxy(key)
+            made = self.new_proxy(key)
             with self.lock:
-                proxy = self.proxies.setdefault(key, proxy)
+                proxy = self.proxies.setdefault(key, made)
+            del made  # when another thread's proxy won: released with the lock free
         return proxy
 
     def forget_host(self, key: DeviceKey) -> None:
@@ -608,5 +609,7 @@ class EventStream:
             self._unsubscribe()  # through the old proxy, before it is replaced
             self._proxy = proxy
             with self.ctx.lock:
+                old = self.ctx.proxies.get(self.key.device)
                 self.ctx.proxies[self.key.device] = proxy
+            del old  # the replaced proxy goes here, with the lock free
         self.connect()

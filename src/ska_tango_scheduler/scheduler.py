@@ -490,7 +490,7 @@ class CallbackScheduler:
         def bind(stream: EventStream, created: bool) -> bool:
             stream.pinned = True
             if stream.outcome_known:
-                future.set_result(None)
+                future.set_result(None)  # no done-callbacks yet: safe under the lock
                 return False
             stream.waiters.append((future, None))
             return True
