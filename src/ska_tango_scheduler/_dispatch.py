@@ -289,9 +289,10 @@ class Dispatcher:
     the lock is held, and Tango's event thread, which takes it in
     :meth:`put`, only ever waits for a few plain field updates. The
     critical sections are :meth:`put`, the marked blocks of ``_work``,
-    :meth:`stop`, :meth:`count_callback_errors` and the ``*_counts``
-    readers; keep them that way (``tests/unit/test_dispatch.py`` runs them
-    with a collection at every allocation and fails if one starts inside).
+    :meth:`stop` and :meth:`count_callback_errors`; keep them that way
+    (``tests/unit/test_dispatch.py`` runs them with a collection at every
+    allocation and fails if one starts inside). Snapshots read the counters
+    without it (see :meth:`sink_counts`).
 
     Workers park on a lock of their own (a raw lock used as a binary
     semaphore): a worker with nothing to do puts its wake-up lock in the
@@ -429,12 +430,10 @@ class Dispatcher:
             if len(items) >= queue.maxsize:
                 discarded = items.popleft()
                 queue.counters.dropped += 1
-                old = discarded[0].counters
-                old.dropped += 1
-                old.queued -= 1
+                discarded[0].counters.dropped += 1
                 self.totals.dropped += 1
             items.append(entry)
-            sink.counters.queued += 1
+            sink.counters.received += 1
             self.received += 1
             if not queue._held:  # noqa: SLF001 - neither waiting in the ring nor served
                 queue._held = True  # noqa: SLF001
@@ -462,8 +461,14 @@ class Dispatcher:
         finally:
             lock.release()
 
+    # Snapshots read counters WITHOUT the intake lock: a reader that holds the
+    # GIL while Tango's event thread waits for the lock would make that thread
+    # wait for the GIL too (a whole switch interval) each time they meet. Each
+    # counter only grows and is read once; reading ``received`` last makes
+    # ``received - delivered - dropped`` (the events still queued) never negative.
+
     def sink_counts(self, sink: Sink) -> tuple[int, int, int]:
-        """Read a sink's counts at one instant.
+        """Read a sink's counts (no lock; see above).
 
         Args:
             sink: A stream (or any sink of this dispatcher).
@@ -472,18 +477,13 @@ class Dispatcher:
             ``(queued, delivered, dropped)``; received is their sum.
         """
         counters = sink.counters
-        lock = self._lock
-        lock.acquire()
-        try:
-            queued = counters.queued
-            delivered = counters.delivered
-            dropped = counters.dropped
-        finally:
-            lock.release()
-        return queued, delivered, dropped
+        delivered = counters.delivered
+        dropped = counters.dropped
+        received = counters.received
+        return received - delivered - dropped, delivered, dropped
 
     def queue_counts(self, queue: EventQueue) -> tuple[int, int, int]:
-        """Read a queue's counts at one instant.
+        """Read a queue's counts (no lock; see above).
 
         Args:
             queue: A queue of this dispatcher.
@@ -492,36 +492,27 @@ class Dispatcher:
             ``(depth, delivered, dropped)``; received is their sum.
         """
         counters = queue.counters
-        items = queue._items  # noqa: SLF001
-        lock = self._lock
-        lock.acquire()
-        try:
-            depth = len(items)
-            delivered = counters.delivered
-            dropped = counters.dropped
-        finally:
-            lock.release()
-        return depth, delivered, dropped
+        delivered = counters.delivered
+        dropped = counters.dropped
+        return len(queue._items), delivered, dropped  # noqa: SLF001
 
     def total_counts(self) -> tuple[int, int, int, int, int]:
-        """Read the dispatcher's totals at one instant.
+        """Read the dispatcher's totals (no lock; see above).
 
         Returns:
             ``(received, delivered, dropped, callback_errors, slow_callbacks)``;
             queued is received - delivered - dropped.
         """
         totals = self.totals
-        lock = self._lock
-        lock.acquire()
-        try:
-            received = self.received
-            delivered = totals.delivered
-            dropped = totals.dropped
-            errors = totals.callback_errors
-            slow = totals.slow_callbacks
-        finally:
-            lock.release()
-        return received, delivered, dropped, errors, slow
+        delivered = totals.delivered
+        dropped = totals.dropped
+        return (
+            self.received,
+            delivered,
+            dropped,
+            totals.callback_errors,
+            totals.slow_callbacks,
+        )
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -629,9 +620,7 @@ class Dispatcher:
                         sink = entry[0]
                         payload = entry[1]
                         arrival = entry[2]
-                        counters = sink.counters
-                        counters.delivered += 1
-                        counters.queued -= 1
+                        sink.counters.delivered += 1
                         queue.counters.delivered += 1
                         totals.delivered += 1
                         dropped = queue.counters.dropped

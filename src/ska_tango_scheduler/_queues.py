@@ -32,19 +32,19 @@ _queue_numbers = itertools.count(1)
 class Counters:
     """Event accounting for one stream (sink) or queue.
 
-    What was received is not counted separately on the event thread (to keep
-    its share of each event small): every event put is delivered, dropped or
-    still queued, so ``received == delivered + dropped + queued`` gives it.
-    The dispatcher counts its total of received events on its own.
+    Every event put is delivered, dropped or still queued: for a sink,
+    ``received - delivered - dropped`` is what still waits; for a queue,
+    ``delivered + dropped + len(queue)`` is what it received. The dispatcher
+    counts its total of received events on its own.
 
     Attributes:
         delivered: Events taken off the queue by a worker for delivery to the
             callbacks of their stream (an event of a stream that has no
             callback left is delivered to nobody but still counted here).
         dropped: Events discarded because the queue was full.
-        queued: Events put and not yet delivered or dropped (kept by the
-            dispatcher under its intake lock, so a snapshot needs no walk
-            over the queue; a queue's own depth is its length).
+        received: Events put (counted by the dispatcher for sinks, so that a
+            snapshot needs no walk over the queue; for queues it stays 0: a
+            queue's depth is its length).
         callback_errors: Exceptions raised by callbacks.
         slow_callbacks: Callbacks that ran longer than the scheduler's
             ``slow_callback_duration``.
@@ -54,7 +54,7 @@ class Counters:
 
     delivered: int = 0
     dropped: int = 0
-    queued: int = 0
+    received: int = 0
     callback_errors: int = 0
     slow_callbacks: int = 0
     window: SampleWindow = field(default_factory=lambda: SampleWindow(LENGTH), repr=False)

@@ -19,7 +19,7 @@ import tango
 
 from . import _compat
 from ._backoff import BackoffPolicy
-from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
+from ._dispatch import YIELD_INTERVAL, CallbackRegistration, Dispatcher, RateLimitedLogger
 from ._executor import ConnectorPool
 from ._hostprobe import HostProbe
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
@@ -642,9 +642,16 @@ class CallbackScheduler:
         with self._lock:
             streams = list(self._streams.values())
             queue_users = [(q, tuple(users)) for q, users in self._queue_users.items()]
-        stream_rows = []
+        stream_rows: list[StreamDiagnostics] = []
         fields_of: dict[EventStream, dict[str, Any]] = {}
+        last_yield = now_mono
         for s in streams:
+            if len(stream_rows) % 16 == 15:
+                now = time.monotonic()
+                if now - last_yield > YIELD_INTERVAL:
+                    # Let Tango's event thread have the GIL, as the workers do.
+                    time.sleep(0)
+                    last_yield = now
             queued, delivered, dropped = dispatcher.sink_counts(s)
             fields = fields_of[s] = self._fields(s.counters.window.stats(now_mono))
             stream_rows.append(
@@ -667,7 +674,7 @@ class CallbackScheduler:
                     **fields,
                 )
             )
-        queue_rows = []
+        queue_rows: list[QueueDiagnostics] = []
         for q, users in queue_users:
             depth, delivered, dropped = dispatcher.queue_counts(q)
             if len(users) == 1 and users[0] in fields_of:

@@ -503,6 +503,7 @@ def test_no_garbage_collection_starts_under_the_intake_lock(monkeypatch, limited
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (
             collections[0] > 2000
+            and tracking.acquired > 1000
             and snapshots[0] > 20
             and parked_seen[0]
             and dispatcher.totals.dropped
