@@ -289,7 +289,8 @@ class Dispatcher:
     the lock is held, and Tango's event thread, which takes it in
     :meth:`put`, only ever waits for a few plain field updates. The
     critical sections are :meth:`put`, the marked blocks of ``_work``,
-    :meth:`stop` and :meth:`count_callback_errors`; keep them that way
+    :meth:`stop`, :meth:`discard_queued` and :meth:`count_callback_errors`;
+    keep them that way
     (``tests/unit/test_dispatch.py`` runs them with a collection at every
     allocation and fails if one starts inside). Snapshots read the counters
     without it (see :meth:`sink_counts`).
@@ -445,6 +446,38 @@ class Dispatcher:
         if wake is not None:
             wake.release()
         # ``discarded`` (maybe the last reference to an event) goes here, lock free.
+
+    def discard_queued(self, queue: EventQueue) -> int:
+        """Discard the events still waiting in a queue, counted as dropped.
+
+        For a scheduler that is shut down: its queued events would otherwise
+        keep their streams (and the events their proxies) alive. One event
+        is taken per critical section and released after it.
+
+        Args:
+            queue: A queue of this dispatcher.
+
+        Returns:
+            How many events were discarded.
+        """
+        count = 0
+        items = queue._items  # noqa: SLF001
+        lock = self._lock
+        while True:
+            entry = None
+            lock.acquire()
+            try:
+                if items:
+                    entry = items.popleft()
+                    queue.counters.dropped += 1
+                    entry[0].counters.dropped += 1
+                    self.totals.dropped += 1
+            finally:
+                lock.release()
+            if entry is None:
+                return count
+            count += 1
+            entry = None  # released here, with the lock free
 
     def count_callback_errors(self, count: int, slow: int = 0) -> None:
         """Add callback errors (and slow callbacks) to :attr:`totals`.

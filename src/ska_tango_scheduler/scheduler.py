@@ -556,7 +556,7 @@ class CallbackScheduler:
         """Stop the scheduler: unsubscribe everything and stop the workers.
 
         No new work is accepted; callbacks that are running finish; events
-        still queued are not delivered. Calling it again does nothing. It may
+        still queued are not delivered (they are counted as dropped). Calling it again does nothing. It may
         be called from a callback (that worker then ends after the callback).
         A scheduler still running when the interpreter exits is shut down by
         an exit hook, so that Tango delivers no event into a finalising
@@ -597,12 +597,16 @@ class CallbackScheduler:
             stream.resolve_waiters(error)
         if not self._dispatcher.stop(timeout):
             self._logger.warning("%s: some callbacks were still running at shutdown", self._name)
-        # Drop the scheduler's proxies: nothing of ours may keep one alive (in a
-        # reference cycle, say) after shutdown. Released with no lock held, on an
-        # omni thread (a proxy's destructor needs one).
+        # Drop the events still queued (counted as dropped) and the scheduler's
+        # proxies: nothing of ours may keep a proxy alive (events refer to theirs,
+        # and a queued event and its stream refer to each other) after shutdown.
+        # Released with no lock held, on an omni thread (a proxy's destructor
+        # needs one).
         with self._lock:
             proxies, self._ctx.proxies = self._ctx.proxies, {}
         with tango.EnsureOmniThread():
+            for queue in {stream.queue for stream in streams}:
+                self._dispatcher.discard_queued(queue)
             proxies.clear()
             del proxies
 
