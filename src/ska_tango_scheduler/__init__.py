@@ -25,6 +25,7 @@ from .diagnostics import (
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
+    StreamStatus,
     Totals,
     WorkerDiagnostics,
 )
@@ -78,6 +79,7 @@ __all__ = [
     "SchedulerShutdownError",
     "StreamDiagnostics",
     "StreamNotFoundError",
+    "StreamStatus",
     "Totals",
     "UnknownCallbackError",
     "WorkerDiagnostics",

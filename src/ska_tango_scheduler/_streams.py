@@ -49,6 +49,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -171,9 +172,10 @@ class StreamContext:
         with self.lock:
             proxy = self.proxies.get(key)
         if proxy is None:
-            proxy = self.new_proxy(key)
+            made = self.new_proxy(key)
             with self.lock:
-                proxy = self.proxies.setdefault(key, proxy)
+                proxy = self.proxies.setdefault(key, made)
+            del made  # when another thread's proxy won: released with the lock free
         return proxy
 
     def forget_host(self, key: DeviceKey) -> None:
@@ -291,19 +293,25 @@ class EventStream:
     # -- Tango's event thread ------------------------------------------------
 
     def _tango_callback(self, generation: int) -> Callable[[Any], None]:
+        # The callback lives in the proxy's subscription map: it holds the
+        # stream only weakly, or a proxy still subscribed would sit in a
+        # reference cycle (proxy -> callback -> stream -> proxy) that only the
+        # garbage collector frees, running ~DeviceProxy on whatever thread it
+        # interrupts (see docs/explanation/design.rst, "The hand-off").
+        ref = weakref.ref(self)
         put = self.ctx.dispatcher.put
-        queue = self.queue
         connected = StreamState.CONNECTED
 
         def on_event(event: Any) -> None:
             # The share of Tango's event thread: keep it short. Only a
             # connected stream's good events skip the bookkeeping (reading
             # ``event_reason`` alone costs about half a microsecond).
-            if self.closed:
+            stream = ref()
+            if stream is None or stream.closed:
                 return
-            if self.state is not connected or event.err:
-                self._note_event(generation, event)
-            put(queue, self, event)
+            if stream.state is not connected or event.err:
+                stream._note_event(generation, event)  # noqa: SLF001
+            put(stream.queue, stream, event)
 
         return on_event
 
@@ -481,6 +489,10 @@ class EventStream:
             self._unsubscribe()
         self.state = StreamState.CLOSED
         self.backoff.reset()
+        # Let the proxy and the last event (which refers to the proxy) go, here
+        # on the connector thread and with no lock held.
+        self._proxy = None
+        self.last_event = None
         self.resolve_waiters(error)
 
     def resolve_waiters(self, error: BaseException | None = None) -> None:
@@ -597,5 +609,7 @@ class EventStream:
             self._unsubscribe()  # through the old proxy, before it is replaced
             self._proxy = proxy
             with self.ctx.lock:
+                old = self.ctx.proxies.get(self.key.device)
                 self.ctx.proxies[self.key.device] = proxy
+            del old  # the replaced proxy goes here, with the lock free
         self.connect()

@@ -1217,16 +1217,12 @@ class _Invocation:
 
     def _raise_if_subscription_failed(self) -> None:
         """Turn a stream that could not be subscribed into a ``DevFailed``."""
-        device_trl = _device_key(self._proxy)
-        wanted = {name.lower() for name in self._attributes}
-        failing = [
-            row
-            for row in self._scheduler.diagnostics().streams
-            if _same_device(row.device, device_trl)
-            and row.attribute.lower() in wanted
-            and row.event_type == "CHANGE_EVENT"
-            and row.state == "failing"
-        ]
+        device = _device_key(self._proxy)
+        failing = []
+        for name in self._attributes:
+            status = self._scheduler.stream_status(device, name, tango.EventType.CHANGE_EVENT)
+            if status is not None and status.failing:
+                failing.append(status)
         if not failing:
             return
         # The stream's own error event is on its way to our buffer: prefer its errors.
@@ -1434,12 +1430,3 @@ def _device_key(proxy: tango.DeviceProxy) -> str:
         return _compat.key_of(proxy).trl
     except Exception:  # noqa: BLE001 - fall back to the plain name
         return _device_name(proxy).lower()
-
-
-def _same_device(scheduler_trl: str, key: str) -> bool:
-    """Compare a TRL from diagnostics with what :func:`_device_key` gave."""
-    if scheduler_trl == key:
-        return True
-    if "://" in key:
-        return False
-    return scheduler_trl.lower().removesuffix("#dbase=no").endswith("/" + key)

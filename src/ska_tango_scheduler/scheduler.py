@@ -26,7 +26,7 @@ from ._checks import (
     check_seconds,
     check_whole_number,
 )
-from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
+from ._dispatch import YIELD_INTERVAL, CallbackRegistration, Dispatcher, RateLimitedLogger
 from ._hostprobe import HostProbe
 from ._lanes import ConnectorPool
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
@@ -39,6 +39,7 @@ from .diagnostics import (
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
+    StreamStatus,
     Totals,
     WorkerDiagnostics,
 )
@@ -218,6 +219,8 @@ class CallbackScheduler:
         self._callbacks: dict[int, tuple[EventStream, CallbackRegistration]] = {}
         self._queue_users: dict[EventQueue, set[EventStream]] = {}
         self._shut_down = False
+        # Diagnostics fields of window statistics (see _fields).
+        self._fields_cache: dict[int, tuple[WindowStats, dict[str, Any]]] = {}
         self._dispatcher.start()
         with _live_lock:
             _live_schedulers.add(self)
@@ -499,7 +502,7 @@ class CallbackScheduler:
         def bind(stream: EventStream, created: bool) -> bool:
             stream.pinned = True
             if stream.outcome_known:
-                future.set_result(None)
+                future.set_result(None)  # no done-callbacks yet: safe under the lock
                 return False
             stream.waiters.append((future, None))
             return True
@@ -565,8 +568,9 @@ class CallbackScheduler:
         """Stop the scheduler: unsubscribe everything and stop the workers.
 
         No new work is accepted; callbacks that are running finish; events
-        still queued are not delivered. Calling it again does nothing. It may
-        be called from a callback (that worker then ends after the callback).
+        still queued are not delivered (they are counted as dropped).
+        Calling it again does nothing. It may be called from a callback (that
+        worker then ends after the callback).
         A scheduler still running when the interpreter exits is shut down by
         an exit hook, so that Tango delivers no event into a finalising
         interpreter (which would abort the process).
@@ -607,6 +611,18 @@ class CallbackScheduler:
             stream.resolve_waiters(error)
         if not self._dispatcher.stop(timeout):
             self._logger.warning("%s: some callbacks were still running at shutdown", self._name)
+        # Drop the events still queued (counted as dropped) and the scheduler's
+        # proxies: nothing of ours may keep a proxy alive (events refer to theirs,
+        # and a queued event and its stream refer to each other) after shutdown.
+        # Released with no lock held, on an omni thread (a proxy's destructor
+        # needs one).
+        with self._lock:
+            proxies, self._ctx.proxies = self._ctx.proxies, {}
+        with tango.EnsureOmniThread():
+            for queue in {stream.queue for stream in streams}:
+                self._dispatcher.discard_queued(queue)
+            proxies.clear()
+            del proxies
 
     def __enter__(self) -> CallbackScheduler:
         """Return the scheduler, to shut it down at the end of a ``with`` block."""
@@ -636,126 +652,91 @@ class CallbackScheduler:
             The snapshot; ``to_dict()`` makes it JSON-ready.
         """
         now_mono = time.monotonic()
-        with self._lock, self._dispatcher.locked():
+        dispatcher = self._dispatcher
+        # Copy the registry (no lock of Tango's event thread is involved); the
+        # counts are then read row by row, each row at one instant, under the
+        # dispatcher's intake lock, which is held only for a few int reads
+        # (see Dispatcher): building the rows never holds a lock.
+        with self._lock:
             streams = list(self._streams.values())
-            queued_by_stream: dict[EventStream, int] = {}
-            for queue in self._queue_users:
-                for entry in queue._items:  # noqa: SLF001 - snapshot under the lock
-                    sink = entry[0]
-                    if isinstance(sink, EventStream):
-                        queued_by_stream[sink] = queued_by_stream.get(sink, 0) + 1
-            stream_counts = [
-                (
-                    s,
-                    s.state.value,
-                    s.pinned,
-                    len(s.registrations),
-                    queued_by_stream.get(s, 0),
-                    s.counters.delivered,
-                    s.counters.dropped,
-                    s.counters.callback_errors,
-                    s.counters.slow_callbacks,
-                    s.last_error,
+            queue_users = [(q, tuple(users)) for q, users in self._queue_users.items()]
+        stream_rows: list[StreamDiagnostics] = []
+        fields_of: dict[EventStream, dict[str, Any]] = {}
+        last_yield = now_mono
+        for s in streams:
+            if len(stream_rows) % 16 == 15:
+                now = time.monotonic()
+                if now - last_yield > YIELD_INTERVAL:
+                    # Let Tango's event thread have the GIL, as the workers do.
+                    time.sleep(0)
+                    last_yield = now
+            queued, delivered, dropped = dispatcher.sink_counts(s)
+            fields = fields_of[s] = self._fields(s.counters.window.stats(now_mono))
+            stream_rows.append(
+                StreamDiagnostics(
+                    name=s.name,
+                    device=s.key.device.trl,
+                    attribute=s.attribute,
+                    event_type=s.key.event_type.name,
+                    state=s.state.value,
+                    pinned=s.pinned,
+                    callbacks=len(s.registrations),
+                    queue=s.queue.name,
+                    queued=queued,
+                    received=delivered + dropped + queued,
+                    delivered=delivered,
+                    dropped=dropped,
+                    callback_errors=s.counters.callback_errors,
+                    last_error=s.last_error,
+                    slow_callbacks=s.counters.slow_callbacks,
+                    **fields,
                 )
-                for s in streams
-            ]
-            queue_counts = [
-                (
-                    q,
-                    len(q),
-                    q.counters.delivered,
-                    q.counters.dropped,
-                    q.counters.slow_callbacks,
-                    tuple(users),
+            )
+        queue_rows: list[QueueDiagnostics] = []
+        for q, users in queue_users:
+            depth, delivered, dropped = dispatcher.queue_counts(q)
+            if len(users) == 1 and users[0] in fields_of:
+                fields = fields_of[users[0]]
+            else:
+                fields = _window_fields(merge([u.counters.window for u in users], now_mono))
+            queue_rows.append(
+                QueueDiagnostics(
+                    name=q.name,
+                    size=q.maxsize,
+                    depth=depth,
+                    received=delivered + dropped + depth,
+                    delivered=delivered,
+                    dropped=dropped,
+                    streams=tuple(sorted(u.name for u in users)),
+                    latency=fields["latency"],
+                    slow_callbacks=q.counters.slow_callbacks,
                 )
-                for q, users in self._queue_users.items()
-            ]
-            backoff_rows = tuple(
-                BackoffDiagnostics(
-                    stream=s.name,
-                    attempts=s.backoff.attempts,
-                    delay=round(s.backoff.delay, 6),
-                    next_attempt_in=(
-                        None
-                        if s.backoff.next_attempt_at is None
-                        else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
-                    ),
-                    last_error=s.backoff.last_error or s.last_error,
-                    failing_since=s.backoff.failing_since,
-                )
-                for s in streams
-                if s.backoff.active or s.state is StreamState.FAILING
             )
-            counts = self._dispatcher.totals
-            received = self._dispatcher.received
-            totals_counts = (
-                received,
-                counts.delivered,
-                counts.dropped,
-                received - counts.delivered - counts.dropped,
-                counts.callback_errors,
-                counts.slow_callbacks,
-                self._ctx.subscribe_calls,
-                self._ctx.unsubscribe_calls,
+        backoff_rows = tuple(
+            BackoffDiagnostics(
+                stream=s.name,
+                attempts=s.backoff.attempts,
+                delay=round(s.backoff.delay, 6),
+                next_attempt_in=(
+                    None
+                    if s.backoff.next_attempt_at is None
+                    else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
+                ),
+                last_error=s.backoff.last_error or s.last_error,
+                failing_since=s.backoff.failing_since,
             )
-        # The window statistics need no lock (see _window): computed outside it.
-        stream_rows = tuple(
-            StreamDiagnostics(
-                name=s.name,
-                device=s.key.device.trl,
-                attribute=s.attribute,
-                event_type=s.key.event_type.name,
-                state=state,
-                pinned=pinned,
-                callbacks=callbacks,
-                queue=s.queue.name,
-                queued=queued,
-                received=delivered + dropped + queued,
-                delivered=delivered,
-                dropped=dropped,
-                callback_errors=errors,
-                last_error=last_error,
-                slow_callbacks=slow,
-                **_window_fields(merge([s.counters.window], now_mono)),
-            )
-            for (
-                s,
-                state,
-                pinned,
-                callbacks,
-                queued,
-                delivered,
-                dropped,
-                errors,
-                slow,
-                last_error,
-            ) in stream_counts
+            for s in streams
+            if s.backoff.active or s.state is StreamState.FAILING
         )
-        queue_rows = tuple(
-            QueueDiagnostics(
-                name=q.name,
-                size=q.maxsize,
-                depth=depth,
-                received=delivered + dropped + depth,
-                delivered=delivered,
-                dropped=dropped,
-                streams=tuple(sorted(u.name for u in users)),
-                latency=_window_fields(merge([u.counters.window for u in users], now_mono))[
-                    "latency"
-                ],
-                slow_callbacks=slow,
-            )
-            for q, depth, delivered, dropped, slow, users in queue_counts
-        )
-        received, delivered, dropped, queued, errors, slow, subs, unsubs = totals_counts
+        received, delivered, dropped, errors, slow = dispatcher.total_counts()
         totals = Totals(
             received=received,
             delivered=delivered,
             dropped=dropped,
-            queued=queued,
+            queued=received - delivered - dropped,
             callback_errors=errors,
-            subscribe_calls=subs,
-            unsubscribe_calls=unsubs,
+            subscribe_calls=self._ctx.subscribe_calls,
+            unsubscribe_calls=self._ctx.unsubscribe_calls,
             slow_callbacks=slow,
             max_latency_ms=max((q.latency.max_ms for q in queue_rows), default=0.0),
         )
@@ -769,14 +750,69 @@ class CallbackScheduler:
             running=not self._shut_down,
             timestamp=time.time(),
             totals=totals,
-            queues=queue_rows,
-            streams=stream_rows,
+            queues=tuple(queue_rows),
+            streams=tuple(stream_rows),
             backoff=backoff_rows,
             workers=workers,
             window=LATENCY_WINDOW,
         )
 
+    def stream_status(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType = tango.EventType.CHANGE_EVENT,
+    ) -> StreamStatus | None:
+        """Tell where one stream's subscription stands.
+
+        A cheap query for a client that needs one stream's state (for
+        example to report a failed subscription), instead of reading the rows
+        of :meth:`diagnostics`. The device may be given as a proxy or a TRL,
+        as for :meth:`register_event_callback`.
+
+        Args:
+            device: The device, as a ``tango.DeviceProxy`` or a TRL.
+            attr_name: The attribute name.
+            event_type: The event type.
+
+        Returns:
+            The stream's status, or None when the scheduler has no such stream
+            (never registered, released, or the scheduler was shut down).
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If ``attr_name`` is not a plain attribute name or the
+                event type is not supported.
+        """
+        if self._shut_down:
+            return None
+        try:
+            key = self._key(device, attr_name, event_type)
+        except SchedulerShutdownError:
+            return None
+        with self._lock:
+            stream = self._streams.get(key)
+        if stream is None:
+            return None
+        return StreamStatus(
+            name=stream.name, state=stream.state.value, last_error=stream.last_error
+        )
+
     # -- internals -----------------------------------------------------------
+
+    def _fields(self, stats: WindowStats) -> dict[str, Any]:
+        """Return the diagnostics fields of window statistics, remembered per object.
+
+        A window hands out the same statistics object until its samples change
+        (see ``SampleWindow.stats``), so quiet streams cost a lookup here.
+        """
+        cache = self._fields_cache
+        fields = cache.get(id(stats))
+        if fields is None or fields[0] is not stats:
+            if len(cache) > 4 * len(self._streams) + 64:
+                cache.clear()
+            fields = cache[id(stats)] = (stats, _window_fields(stats))
+        return fields[1]
 
     def _on_own_thread(self) -> bool:
         """Tell whether the caller is a worker or a connector thread of this scheduler."""

@@ -26,6 +26,7 @@ import tango
 from ska_tango_scheduler import long_running_commands as lrc
 from ska_tango_scheduler._queues import EventQueue
 from ska_tango_scheduler.control_model import ResultCode, TaskStatus
+from ska_tango_scheduler.diagnostics import StreamStatus
 from ska_tango_scheduler.long_running_commands import (
     EVENTS_DROPPED_REASON,
     INVOKE_FAILED_REASON,
@@ -189,6 +190,14 @@ class FakeScheduler(CallbackScheduler):
             for key, stream in self.streams.items()
         ]
         return SimpleNamespace(streams=rows)
+
+    def stream_status(self, device: Any, attr_name: str, event_type: Any = None) -> Any:
+        stream = self.streams.get(attr_name.lower())
+        if stream is None:
+            return None
+        return StreamStatus(
+            f"{attr_name.lower()}#CHANGE_EVENT", stream.state, "API_Broken: it broke"
+        )
 
     # test helpers
     def push(self, attr: str, value: tuple[str, ...] | None) -> None:

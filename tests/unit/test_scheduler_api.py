@@ -257,3 +257,22 @@ def test_slow_callback_duration_accepted(value: float | None) -> None:
         assert sched.slow_callback_duration == value
         snap = sched.diagnostics()
     assert snap.totals.slow_callbacks == 0 and len(snap.workers) == 1
+
+
+def test_stream_status(sched: CallbackScheduler) -> None:
+    """stream_status reports a stream's state and error; None for no stream."""
+    assert sched.stream_status(NOWHERE, "state") is None
+    sched.register_event_callback(NOWHERE, "State", CHANGE, noop)
+    deadline = time.monotonic() + 30
+    status = sched.stream_status(NOWHERE, "state", CHANGE)
+    while (status is None or not status.failing) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        status = sched.stream_status(NOWHERE, "STATE")
+    assert status is not None and status.failing, f"waited for the stream to fail: {status}"
+    assert status.state == "failing" and status.last_error
+    assert status.name == sched.diagnostics().streams[0].name
+    assert sched.stream_status(NOWHERE, "state", tango.EventType.PERIODIC_EVENT) is None
+    with pytest.raises(ValueError, match="plain attribute"):
+        sched.stream_status(NOWHERE, "a/b")
+    sched.shutdown(timeout=30)
+    assert sched.stream_status(NOWHERE, "state") is None
