@@ -34,17 +34,18 @@ from __future__ import annotations
 
 import _thread
 import contextlib
+import functools
 import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ._queues import Counters, EventQueue, Sink
+from ._threads import ThreadContext, start_thread
 from ._window import LENGTH, BusyWindow
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
     "run_callbacks",
 ]
 
-ThreadContext = Callable[[], AbstractContextManager[Any]]
 
 #: Seconds an idle worker waits for more work (sleeping, not wakeable)
 #: before it parks on the condition. During a burst, events then reach a
@@ -343,10 +343,8 @@ class Dispatcher:
         self._lingering = 0
         self.totals = Counters()
         self.received = 0
-        self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"{name}.worker-{i}", daemon=True)
-            for i in range(thread_count)
-        ]
+        # Started by start() (see _threads.start_thread).
+        self._threads: list[threading.Thread] = []
         self._busy = [BusyWindow(LENGTH) for _ in range(thread_count)]
         self._idents: frozenset[int] = frozenset()
 
@@ -374,15 +372,21 @@ class Dispatcher:
             ``(thread name, fraction from 0.0 to 1.0)`` per worker.
         """
         now = _clock() if now is None else now
+        threads = self._threads
         return [
-            (thread.name, busy.fraction(now) if thread.ident is not None else 0.0)
-            for thread, busy in zip(self._threads, self._busy, strict=True)
+            (
+                f"{self.name}.worker-{index}",
+                busy.fraction(now) if index < len(threads) else 0.0,
+            )
+            for index, busy in enumerate(self._busy)
         ]
 
     def start(self) -> None:
         """Start the worker threads."""
-        for thread in self._threads:
-            thread.start()
+        self._threads = [
+            start_thread(f"{self.name}.worker-{i}", functools.partial(self._work, i), daemon=True)
+            for i in range(self.thread_count)
+        ]
         self._idents = frozenset(t.ident for t in self._threads if t.ident is not None)
 
     def new_queue(self, maxsize: int, name: str | None = None) -> EventQueue:

@@ -53,50 +53,15 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from . import _exit
+from ._threads import ThreadContext, start_thread
 
 __all__ = ["ConnectorPool", "LaneService", "TimerHandle", "start_thread"]
 
 #: Connector threads a service starts at most (see :class:`LaneService`).
 DEFAULT_MAX_THREADS = 8
-
-ThreadContext = Callable[[], AbstractContextManager[Any]]
-
-
-def start_thread(
-    name: str,
-    target: Callable[[], None],
-    *,
-    daemon: bool,
-    context: ThreadContext = contextlib.nullcontext,
-) -> threading.Thread:
-    """Start a thread of the package: the only place where one is started.
-
-    Call it with no lock of the package held: starting a thread waits for the
-    new thread, whose first allocations can run the garbage collector.
-
-    Args:
-        name: The thread's name.
-        target: What it runs.
-        daemon: Whether it is a daemon thread. Non-daemon threads must be ended
-            by the exit order (:mod:`._exit`) before the interpreter joins them.
-        context: Entered around ``target`` on the new thread (the scheduler
-            passes ``tango.EnsureOmniThread``).
-
-    Returns:
-        The started thread.
-    """
-
-    def run() -> None:
-        with context():
-            target()
-
-    thread = threading.Thread(target=run, name=name, daemon=daemon)
-    thread.start()
-    return thread
 
 
 class TimerHandle:

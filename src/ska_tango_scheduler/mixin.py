@@ -94,7 +94,7 @@ from ._checks import (
     check_seconds,
     check_whole_number,
 )
-from ._lanes import start_thread
+from ._threads import start_thread
 from .diagnostics import LATENCY_WINDOW, SchedulerDiagnostics
 from .scheduler import CallbackScheduler
 
