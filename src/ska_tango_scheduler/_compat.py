@@ -250,6 +250,26 @@ def is_subscription_outcome(event: Any) -> bool:
     return event_reason(event) in ("SubSuccess", "SubFail")
 
 
+#: Reason of the error event Tango sends when ZeroMQ discarded events of a
+#: subscription that is still working (the consumer fell behind).
+MISSED_EVENTS_REASON = "API_MissedEvents"
+
+
+def reports_missed_events(event: Any) -> bool:
+    """Tell whether an error event only says that events were lost on the way.
+
+    Such an event does not mean the subscription failed: it goes on delivering.
+
+    Args:
+        event: A Tango event.
+
+    Returns:
+        True if the event's first error has reason ``API_MissedEvents``.
+    """
+    errors: Sequence[Any] = getattr(event, "errors", None) or ()
+    return bool(errors) and str(getattr(errors[0], "reason", "")) == MISSED_EVENTS_REASON
+
+
 def errors_of(exc: BaseException) -> tuple[tango.DevError, ...]:
     """Return the Tango errors of an exception, converting other exceptions.
 

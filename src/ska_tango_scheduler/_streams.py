@@ -321,7 +321,13 @@ class EventStream:
             self.last_error = _compat.describe_errors(event.errors)
         if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
             self.submit(lambda: self._on_outcome(generation, event))
-        elif event.err and self.state is StreamState.CONNECTED:
+        elif (
+            event.err
+            and self.state is StreamState.CONNECTED
+            and not _compat.reports_missed_events(event)
+        ):
+            # Lost events (API_MissedEvents) are passed on, but the
+            # subscription itself still works: it is not failing.
             self.state = StreamState.FAILING
         elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
             self.state = StreamState.CONNECTED
@@ -539,8 +545,9 @@ class EventStream:
             # Tango's keep-alive reports on a subscription that had connected:
             # it re-subscribes by itself; a subscription of ours would race it.
             if event.err:
-                self.state = StreamState.FAILING
                 self.last_error = _compat.describe_errors(tuple(event.errors))
+                if not _compat.reports_missed_events(event):
+                    self.state = StreamState.FAILING
             else:
                 self.state = StreamState.CONNECTED
                 self.last_error = ""

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import tango
 
-from ska_tango_scheduler import CallbackScheduler, UnknownCallbackError
+from ska_tango_scheduler import CallbackScheduler, UnknownCallbackError, _compat
 from ska_tango_scheduler.control_model import ResultCode
 from ska_tango_scheduler.long_running_commands import invoke_lrc, module_callback_scheduler
 from ska_tango_scheduler.testing import (
@@ -567,3 +567,40 @@ def test_a_frozen_server_does_not_delay_other_devices(
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
         sched.shutdown()
+
+
+def test_missed_events_do_not_make_a_connected_stream_failing(event_source: Any) -> None:
+    """API_MissedEvents says events were lost; the subscription still works.
+
+    ``invoke_lrc`` used to raise on such a stream, taking it for a failed
+    subscription (seen in a soak under a pile-up of callbacks).
+    """
+    trl = event_source.trls[0]
+    change = tango.EventType.CHANGE_EVENT
+    with CallbackScheduler(name="missed-events") as sched:
+        sched.register_event_callback(trl, "myAttr1", change, lambda _e: None).result(timeout=30)
+
+        def state() -> str:
+            return getattr(sched.stream_status(trl, "myAttr1", change), "state", "")
+
+        wait_for(
+            lambda: state() == "connected",
+            timeout=30,
+            message="the stream to connect",
+        )
+        (stream,) = sched._streams.values()  # noqa: SLF001 - inject Tango's notice
+        cases = (("API_MissedEvents", "connected"), ("API_EventTimeout", "failing"))
+        for reason, expected in cases:
+            error = tango.DevError()
+            error.reason = reason
+            error.desc = "injected by the test"
+            error.origin = "test"
+            error.severity = tango.ErrSeverity.ERR
+            event = _compat.make_error_event(stream.attribute_trl, change, [error])
+            stream._note_event(stream._generation, event)  # noqa: SLF001
+            # State changes made on the device's lane have run once this marker has.
+            marker = threading.Event()
+            stream.submit(marker.set)
+            assert marker.wait(30), "the device's lane did not run the marker job"
+            status = sched.stream_status(trl, "myAttr1", change)
+            assert status is not None and status.state == expected, (reason, status)
