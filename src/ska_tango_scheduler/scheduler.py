@@ -23,7 +23,7 @@ from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
 from ._executor import ConnectorPool
 from ._hostprobe import HostProbe
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
-from ._streams import EventStream, StreamContext, StreamKey, StreamState
+from ._streams import SLOW_RETRY, EventStream, StreamContext, StreamKey, StreamState
 from ._window import WindowStats, merge
 from .diagnostics import (
     LATENCY_WINDOW,
@@ -195,7 +195,11 @@ class CallbackScheduler:
             lock=self._lock,
             dispatcher=self._dispatcher,
             connector=connector,
-            probe=HostProbe(timeout=float(attempt_timeout)),
+            probe=HostProbe(
+                timeout=float(attempt_timeout),
+                silent_for=SLOW_RETRY,
+                thread_context=tango.EnsureOmniThread,
+            ),
             attempt_timeout=float(attempt_timeout),
             policy=backoff if backoff is not None else BackoffPolicy(),
             logger=self._logger,
