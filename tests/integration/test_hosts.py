@@ -167,3 +167,32 @@ def test_a_half_answering_host_is_retried_on_the_slow_schedule(tango_database: A
             )
         finally:
             sched.shutdown(timeout=10)
+
+
+def test_a_host_that_times_out_inside_tango_is_retried_slowly(tango_database: Any) -> None:
+    # The host answers the scheduler's check and hangs on what a proxy creation
+    # sends: Tango's call times out (TRANSIENT_CallTimedout). The next check of
+    # the host, and so the next Tango attempt, must wait for the slow retry.
+    sched = _scheduler(name="intango", attempt_timeout=ATTEMPT_TIMEOUT, wait_for_subscription=False)
+    with HalfAnsweringHost(answered_operations={"command_inout"}) as bad:
+        try:
+            rec = Recorder()
+            sched.register_event_callback(bad.trl("bad/dev/3"), "state", CHANGE, rec)
+
+            def two_checks() -> list[tuple[float, str]]:
+                operations = bad.operations
+                checks = [t for t, op in operations if op == "command_inout"]
+                return operations if len(checks) >= 2 else []
+
+            operations = wait_for(
+                two_checks, timeout=120, message=lambda: f"not two host checks: {bad.operations}"
+            )
+            checks = [t for t, op in operations if op == "command_inout"]
+            in_tango = [t for t, op in operations if op != "command_inout" and t < checks[1]]
+            assert in_tango, f"Tango never tried the host: {operations}"
+            assert rec.errors, "the time-out was not reported to the callback"
+            assert checks[1] - in_tango[-1] >= SLOW_RETRY, (
+                f"checked again {checks[1] - in_tango[-1]:.1f} s after Tango's last request"
+            )
+        finally:
+            sched.shutdown(timeout=10)

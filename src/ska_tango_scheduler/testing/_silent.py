@@ -14,6 +14,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Collection
 from types import TracebackType
 
 __all__ = ["HalfAnsweringHost", "SilentHost"]
@@ -99,6 +100,7 @@ class SilentHost:
 _GIOP_HEADER = 12
 _REQUEST = 0
 _LOCATE_REQUEST = 3
+_REPLY = 1
 _LOCATE_REPLY = 4
 
 
@@ -107,24 +109,35 @@ class HalfAnsweringHost:
 
     Listens on 127.0.0.1. Every ``LocateRequest`` is answered "object here"
     after ``locate_delay`` seconds; every ``Request`` (what a client sends to
-    actually use the database) is read, counted and never answered. Two
-    scenes of a host that passes a ping and then hangs:
+    actually use the database) is read, counted and never answered, unless
+    its operation is one of ``answered_operations`` (then it gets an empty
+    reply). Scenes of a host that passes a check and then hangs:
 
-    * ``HalfAnsweringHost()``: answers the ping at once, then hangs (a
-      stuck database server whose ORB still answers).
-    * ``HalfAnsweringHost(locate_delay=2.9)``: answers the ping only just
+    * ``HalfAnsweringHost()``: answers a ping at once, then hangs (a stuck
+      database server whose ORB still answers).
+    * ``HalfAnsweringHost(locate_delay=2.9)``: answers a ping only just
       within a 3 s time-out, then hangs.
+    * ``HalfAnsweringHost(answered_operations={"command_inout"})``: also
+      answers the scheduler's host check (a ``command_inout`` request), and
+      hangs on what a proxy creation sends (``_is_a`` first).
 
     Use it as a context manager, or call :meth:`close`.
 
     Args:
         locate_delay: Seconds before each ``LocateRequest`` is answered.
+        answered_operations: Operations whose requests are answered.
         host: Address to listen on.
     """
 
-    def __init__(self, locate_delay: float = 0.0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        locate_delay: float = 0.0,
+        answered_operations: Collection[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
         self.host = host
         self.locate_delay = locate_delay
+        self.answered_operations = frozenset(answered_operations)
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,7 +147,7 @@ class HalfAnsweringHost:
         self._accepted: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._locates: list[float] = []
-        self._requests: list[float] = []
+        self._requests: list[tuple[float, str]] = []
         self._closed = False
         self._thread = threading.Thread(target=self._accept, name="half-host", daemon=True)
         self._thread.start()
@@ -169,7 +182,13 @@ class HalfAnsweringHost:
 
     @property
     def requests(self) -> list[float]:
-        """When (``time.monotonic()``) each ``Request`` arrived (none was answered)."""
+        """When (``time.monotonic()``) each ``Request`` arrived."""
+        with self._lock:
+            return [when for when, _ in self._requests]
+
+    @property
+    def operations(self) -> list[tuple[float, str]]:
+        """When each ``Request`` arrived and its operation (GIOP 1.2; else ``""``)."""
         with self._lock:
             return list(self._requests)
 
@@ -201,8 +220,18 @@ class HalfAnsweringHost:
                 kind = header[7]
                 now = time.monotonic()
                 if kind == _REQUEST:
+                    operation = _operation(body, order, header[5])
                     with self._lock:
-                        self._requests.append(now)
+                        self._requests.append((now, operation))
+                    if header[5] >= 2 and operation in self.answered_operations:
+                        # GIOP 1.2 Reply: same request id, NO_EXCEPTION, no contexts.
+                        reply = body[:4] + struct.pack(order + "II", 0, 0)
+                        connection.sendall(
+                            b"GIOP"
+                            + bytes((1, 2, header[6] & 1, _REPLY))
+                            + struct.pack(order + "I", len(reply))
+                            + reply
+                        )
                 elif kind == _LOCATE_REQUEST and header[5] >= 2 and len(body) >= 4:
                     with self._lock:
                         self._locates.append(now)
@@ -257,3 +286,32 @@ def _read_exactly(connection: socket.socket, size: int) -> bytes | None:
             return None
         data += chunk
     return data
+
+
+def _operation(body: bytes, order: str, minor: int) -> str:
+    """The operation name of a GIOP request body ("" if it cannot be read)."""
+
+    def aligned(offset: int) -> int:  # alignment counts from the start of the message
+        return offset + (-(offset + _GIOP_HEADER) % 4)
+
+    def ulong(offset: int) -> int:
+        return int(struct.unpack_from(order + "I", body, aligned(offset))[0])
+
+    try:
+        if minor >= 2:
+            # request id, flags + 3 reserved, target discriminant (+2 padding), key.
+            offset = 16 + ulong(12)
+        else:
+            # service contexts, request id, response expected (1.1: 3 reserved), key.
+            offset = 4
+            for _ in range(ulong(0)):
+                offset = aligned(offset) + 4
+                offset = aligned(offset) + 4 + ulong(offset)
+            offset = aligned(offset) + 4 + 1  # request id, response expected
+            offset = aligned(offset)
+            offset += 4 + ulong(offset)  # object key
+        offset = aligned(offset)
+        length = ulong(offset)
+        return body[offset + 4 : offset + 3 + length].decode("latin-1")
+    except (struct.error, UnicodeDecodeError):
+        return ""
