@@ -196,3 +196,19 @@ def test_a_host_that_times_out_inside_tango_is_retried_slowly(tango_database: An
             )
         finally:
             sched.shutdown(timeout=10)
+
+
+def test_shutdown_during_a_host_check_is_reported_truthfully(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sched = _scheduler(name="shutcheck", attempt_timeout=120.0, wait_for_subscription=False)
+    with SilentHost() as host, caplog.at_level("DEBUG", logger="ska_tango_scheduler"):
+        rec = Recorder()
+        future = sched.register_event_callback(host.trl("silent/dev/x"), "state", CHANGE, rec)
+        wait_for(lambda: host.connections, timeout=30, message="the host was not checked")
+        sched.shutdown(timeout=10)
+        said = [r.getMessage() for r in caplog.records]
+        assert not [m for m in said if "closed the connection" in m], said
+        # The registration's first outcome is the shutdown, not a made-up host failure.
+        with pytest.raises(Exception, match="shut down"):
+            future.result(timeout=30)
