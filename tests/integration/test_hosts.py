@@ -185,7 +185,7 @@ def test_a_host_that_times_out_inside_tango_is_retried_slowly(tango_database: An
                 return operations if len(checks) >= 2 else []
 
             operations = wait_for(
-                two_checks, timeout=120, message=lambda: f"not two host checks: {bad.operations}"
+                two_checks, timeout=90, message=lambda: f"not two host checks: {bad.operations}"
             )
             checks = [t for t, op in operations if op == "command_inout"]
             in_tango = [t for t, op in operations if op != "command_inout" and t < checks[1]]
