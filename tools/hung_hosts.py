@@ -12,6 +12,10 @@ then, for each scene and side, runs a fresh child process that:
    * ``ping-then-hang``: a host that answers a GIOP ``LocateRequest`` at
      once and never a request (:class:`HalfAnsweringHost`);
    * ``late-ping``: the same, answering the ``LocateRequest`` after 2.9 s;
+   * ``check-then-hang``: a host that answers the scheduler's own host check
+     (a ``command_inout`` request) and hangs on what Tango sends next: the
+     limit of checking inside one process (for plain PyTango it is the
+     same host as ``ping-then-hang``);
 
 3. once the bad hosts are being tried, registers ``dev2/myAttr1`` (a device
    never touched before, so a proxy is created) and times it to its first
@@ -51,7 +55,7 @@ from ska_tango_scheduler.testing import (
 )
 
 CHANGE = tango.EventType.CHANGE_EVENT
-SCENES = ("silent30", "ping-then-hang", "late-ping")
+SCENES = ("silent30", "ping-then-hang", "late-ping", "check-then-hang")
 
 
 class _Arrivals:
@@ -105,7 +109,9 @@ def child(scene: str, side: str, trls: list[str], window: float) -> dict[str, An
         hosts = [SilentHost() for _ in range(30)]
         bad = [h.trl(f"silent/dev/{i}") for i, h in enumerate(hosts)]
     else:
-        hosts = [HalfAnsweringHost(locate_delay=2.9 if scene == "late-ping" else 0.0)]
+        answered = {"command_inout"} if scene == "check-then-hang" else set()
+        delay = 2.9 if scene == "late-ping" else 0.0
+        hosts = [HalfAnsweringHost(locate_delay=delay, answered_operations=answered)]
         bad = [hosts[0].trl("bad/dev/1")]
     started = time.monotonic()
     for trl in bad:

@@ -205,10 +205,13 @@ class HostProbe:
             self._new.append(check)
             start = not self._running
             self._running = True
-        if start:
-            _start_thread(self._run, "ska-tango-scheduler.hostprobe")
-        else:
+        if not start:
             self._wake()
+            return False, None
+        try:
+            _start_thread(self._run, "ska-tango-scheduler.hostprobe")
+        except RuntimeError as exc:  # at interpreter shutdown, say
+            self._abandon(f"cannot check {host}:{port}: {exc}")
         return False, None
 
     def check(self, host: str, port: int, device: str = "", dbase: bool = True) -> str | None:
@@ -233,7 +236,8 @@ class HostProbe:
         known, error = self.ask(host, port, device, done, dbase)
         if known:
             return error
-        finished.wait()
+        if not finished.wait(self.timeout + 5.0):  # a safety net: the deadline ends it
+            return f"the check of {host}:{port} did not end"
         return outcome[0]
 
     def forget(self, host: str, port: int) -> None:
@@ -263,6 +267,18 @@ class HostProbe:
         with self._lock:
             self._closed = True
         self._wake()
+
+    def _abandon(self, why: str) -> None:
+        """Fail the checks that no thread will run (starting it failed)."""
+        with self._lock:
+            self._running = False
+            fresh, self._new = self._new, []
+            for check in fresh:
+                self._checks.pop(check.address, None)
+        for check in fresh:
+            for done in check.waiting:
+                with contextlib.suppress(Exception):
+                    done(why)
 
     def _known(self, address: tuple[str, int]) -> str | None | bool:  # False: ask
         now = time.monotonic()
