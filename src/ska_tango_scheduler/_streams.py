@@ -5,9 +5,12 @@ its events to the dispatcher; everything that calls Tango to connect or
 disconnect runs on the scheduler's connector threads, in the device's lane:
 one job at a time per device (so subscribe and unsubscribe on one proxy never
 overlap), several devices at once. Before a proxy is created, the device's
-Tango host is asked with a bounded pure-Python ping (:mod:`._hostprobe`),
-so a host that accepts connections but never answers costs its own streams
-one bounded wait per attempt and never enters Tango.
+Tango host must answer a bounded pure-Python check (:mod:`._hostprobe`): the
+lane asks for it and is given the connect job back once the outcome is
+known, so a host that accepts connections but does not answer costs no
+connector thread and never enters Tango. A call that timed out inside Tango
+anyway is retried on the slow schedule (:data:`SLOW_RETRY`), and its host
+must pass a check again first.
 
 Connecting, by PyTango version:
 
@@ -80,7 +83,8 @@ __all__ = [
     "timed_out_in_tango",
 ]
 
-#: Error reasons that retrying every second cannot mend; such failures are
+#: Error reasons that retrying every second cannot mend; such failures (and
+#: calls that timed out inside Tango, see :func:`timed_out_in_tango`) are
 #: retried no more often than every :data:`SLOW_RETRY` seconds.
 PERMANENT_REASONS = frozenset(
     {

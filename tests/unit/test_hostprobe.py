@@ -182,3 +182,23 @@ def test_close_interrupts_with_a_truthful_message(before: bool) -> None:
         assert result == [SHUTTING_DOWN]
         assert "shutting down" in SHUTTING_DOWN and "closed the connection" not in SHUTTING_DOWN
         assert time.monotonic() - started < 30
+
+
+def _error(reason: str, desc: str) -> object:
+    import tango
+
+    error = tango.DevError()
+    error.reason, error.desc = reason, desc
+    return error
+
+
+def test_timeouts_inside_tango_are_recognised() -> None:
+    from ska_tango_scheduler._streams import timed_out_in_tango
+
+    corba = "TRANSIENT CORBA system exception: TRANSIENT_CallTimedout"
+    assert timed_out_in_tango((_error("API_CorbaException", corba),))
+    assert timed_out_in_tango(
+        (_error("API_CantConnectToDatabase", "x"), _error("API_DeviceTimedOut", "y"))
+    )
+    assert not timed_out_in_tango((_error("API_CantConnectToDatabase", "Connection refused"),))
+    assert not timed_out_in_tango((_error("API_EventTimeout", "Event channel is not responding"),))
