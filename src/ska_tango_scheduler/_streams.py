@@ -5,9 +5,12 @@ its events to the dispatcher; everything that calls Tango to connect or
 disconnect runs on the scheduler's connector threads, in the device's lane:
 one job at a time per device (so subscribe and unsubscribe on one proxy never
 overlap), several devices at once. Before a proxy is created, the device's
-Tango host is asked with a bounded pure-Python ping (:mod:`._hostprobe`),
-so a host that accepts connections but never answers costs its own streams
-one bounded wait per attempt and never enters Tango.
+Tango host must answer a bounded pure-Python check (:mod:`._hostprobe`): the
+lane asks for it and is given the connect job back once the outcome is
+known, so a host that accepts connections but does not answer costs no
+connector thread and never enters Tango. A call that timed out inside Tango
+anyway is retried on the slow schedule (:data:`SLOW_RETRY`), and its host
+must pass a check again first.
 
 Connecting, by PyTango version:
 
@@ -78,9 +81,11 @@ __all__ = [
     "StreamContext",
     "StreamKey",
     "StreamState",
+    "timed_out_in_tango",
 ]
 
-#: Error reasons that retrying every second cannot mend; such failures are
+#: Error reasons that retrying every second cannot mend; such failures (and
+#: calls that timed out inside Tango, see :func:`timed_out_in_tango`) are
 #: retried no more often than every :data:`SLOW_RETRY` seconds.
 PERMANENT_REASONS = frozenset(
     {
@@ -157,8 +162,23 @@ class StreamContext:
     unsubscribe_calls: int = 0
     slow_callback_duration: float | None = None
 
+    def cached_proxy(self, key: DeviceKey) -> tango.DeviceProxy | None:
+        """Return the shared proxy of a device if there is one.
+
+        Args:
+            key: The device.
+
+        Returns:
+            The proxy, or None.
+        """
+        with self.lock:
+            return self.proxies.get(key)
+
     def proxy_for(self, key: DeviceKey) -> tango.DeviceProxy:
         """Return the shared proxy of a device, creating it if needed.
+
+        Creating it waits for the check of the device's host: call it where
+        waiting is allowed, or after :meth:`ask_host` said the host answers.
 
         Args:
             key: The device.
@@ -169,14 +189,34 @@ class StreamContext:
         Raises:
             tango.DevFailed: If the proxy cannot be created.
         """
-        with self.lock:
-            proxy = self.proxies.get(key)
+        proxy = self.cached_proxy(key)
         if proxy is None:
             made = self.new_proxy(key)
             with self.lock:
                 proxy = self.proxies.setdefault(key, made)
             del made  # when another thread's proxy won: released with the lock free
         return proxy
+
+    def ask_host(self, key: DeviceKey, then: Callable[[], None]) -> tuple[bool, str | None]:
+        """Whether a device's host answers, without waiting for it.
+
+        Args:
+            key: The device.
+            then: Submitted to the device's lane once the outcome is known,
+                if it is not known now.
+
+        Returns:
+            ``(True, None)``: answers (or there is no host to ask);
+            ``(True, why)``: does not; ``(False, None)``: being asked.
+        """
+        if not key.host or key.port is None:
+            return True, None
+        connector, lane = self.connector, key
+
+        def done(_problem: str | None) -> None:
+            connector.submit(lane, then)
+
+        return self.probe.ask(key.host, key.port, key.name, done, key.dbase)
 
     def forget_host(self, key: DeviceKey) -> None:
         """Check a device's host again before the next proxy (after a failure).
@@ -187,8 +227,21 @@ class StreamContext:
         if key.host and key.port is not None:
             self.probe.forget(key.host, key.port)
 
+    def distrust_host(self, key: DeviceKey, why: str) -> None:
+        """Treat a device's host as silent for a while (a call timed out inside Tango).
+
+        Args:
+            key: The device.
+            why: The time-out, reported meanwhile.
+        """
+        if key.host and key.port is not None and key.dbase:
+            self.probe.distrust(key.host, key.port, why)
+
     def new_proxy(self, key: DeviceKey) -> tango.DeviceProxy:
-        """Create a proxy once the device's host answers a bounded ping.
+        """Create a proxy once the device's host answers a bounded check.
+
+        Waits for the check if the host's outcome is not known; the connector
+        asks first with :meth:`ask_host`, so it does not wait.
 
         Args:
             key: The device.
@@ -201,12 +254,32 @@ class StreamContext:
                 be created.
         """
         if key.host and key.port is not None:
-            problem = self.probe.check(key.host, key.port)
+            problem = self.probe.check(key.host, key.port, key.name, key.dbase)
             if problem is not None:
                 raise _compat.host_not_answering(key, problem)
         proxy = _compat.create_proxy(key)
         proxy.set_timeout_millis(max(1, int(self.attempt_timeout * 1000)))
         return proxy
+
+
+def timed_out_in_tango(errors: tuple[Any, ...]) -> bool:
+    """Whether a failure is a call that timed out inside Tango.
+
+    Such a host (or server) accepted the call and did not answer it; trying
+    again soon would stall again for the whole time-out.
+
+    Args:
+        errors: The ``DevError`` stack.
+
+    Returns:
+        True for ``API_DeviceTimedOut`` and CORBA ``TIMEOUT`` or
+        ``TRANSIENT_CallTimedout`` failures.
+    """
+    for error in errors:
+        text = f"{getattr(error, 'reason', '')} {getattr(error, 'desc', '')}"
+        if "CallTimedout" in text or "API_DeviceTimedOut" in text or "TIMEOUT" in text:
+            return True
+    return False
 
 
 class CatchUp:
@@ -442,10 +515,20 @@ class EventStream:
         if _compat.server_starting():
             self._retry = self.ctx.connector.call_later(STARTUP_POLL, self.key.device, self.connect)
             return
+        key = self.key.device
+        proxy = self._proxy or self.ctx.cached_proxy(key)
         try:
-            proxy = self._proxy or self.ctx.proxy_for(self.key.device)
+            if proxy is None and not synchronous:
+                # Never wait for a host on a connector lane: ask, and come back.
+                known, problem = self.ctx.ask_host(key, self.connect)
+                if not known:
+                    return
+                if problem is not None:
+                    raise _compat.host_not_answering(key, problem)
+            if proxy is None:
+                proxy = self.ctx.proxy_for(key)
         except Exception as exc:  # noqa: BLE001 - reported to the callbacks
-            self.ctx.forget_host(self.key.device)
+            self._proxy_failed(_compat.errors_of(exc))
             self._failed(_compat.errors_of(exc), synthetic=True)
             return
         self._proxy = proxy
@@ -580,7 +663,10 @@ class EventStream:
             self.ctx.dispatcher.put(self.queue, self, event)
         reason = str(getattr(errors[0], "reason", "")) if errors else ""
         permanent = reason in PERMANENT_REASONS
-        delay = self.backoff.failed(self.ctx.policy, text, SLOW_RETRY if permanent else 0.0)
+        # A call that timed out inside Tango would block as long again if
+        # tried soon: slow retry.
+        slow = SLOW_RETRY if permanent or timed_out_in_tango(errors) else 0.0
+        delay = self.backoff.failed(self.ctx.policy, text, slow)
         self.ctx.limited.log(
             logging.WARNING, ("fail", self.name), "%s cannot connect: %s", self.name, text
         )
@@ -595,6 +681,18 @@ class EventStream:
             self._retry = self.ctx.connector.call_later(delay, self.key.device, self._retry_now)
         self.resolve_waiters()
 
+    def _proxy_failed(self, errors: tuple[Any, ...]) -> None:
+        """Make the next proxy wait for a fresh check of the host (connector thread).
+
+        A proxy creation that timed out inside Tango met a host that passed
+        the check and then hung: it is reported as silent, without asking,
+        for the probe's ``silent_for`` seconds.
+        """
+        if timed_out_in_tango(errors):
+            self.ctx.distrust_host(self.key.device, _compat.describe_errors(errors))
+        else:
+            self.ctx.forget_host(self.key.device)
+
     def _retry_now(self) -> None:
         self._retry = None
         if self.closed or self.state is StreamState.CONNECTED:
@@ -604,14 +702,26 @@ class EventStream:
             # to a device that is still down would just fail again.
             # Ping through a new proxy: a proxy whose connection failed does not
             # try to connect again for about a second, whatever the back-off says.
+            key = self.key.device
+            known, problem = self.ctx.ask_host(key, self._retry_now)
+            if not known:
+                return  # back on the lane once the host is known
+            proxy = None
             try:
-                proxy = self.ctx.new_proxy(self.key.device)
+                if problem is not None:
+                    raise _compat.host_not_answering(key, problem)
+                proxy = self.ctx.new_proxy(key)
                 proxy.ping()
             except Exception as exc:  # noqa: BLE001 - still down
-                self.ctx.forget_host(self.key.device)
-                text = _compat.describe_errors(_compat.errors_of(exc))
-                delay = self.backoff.failed(self.ctx.policy, text)
-                self._retry = self.ctx.connector.call_later(delay, self.key.device, self._retry_now)
+                errors = _compat.errors_of(exc)
+                if proxy is None:
+                    self._proxy_failed(errors)
+                else:
+                    self.ctx.forget_host(key)
+                text = _compat.describe_errors(errors)
+                slow = SLOW_RETRY if timed_out_in_tango(errors) else 0.0
+                delay = self.backoff.failed(self.ctx.policy, text, slow)
+                self._retry = self.ctx.connector.call_later(delay, key, self._retry_now)
                 return
             self._unsubscribe()  # through the old proxy, before it is replaced
             self._proxy = proxy

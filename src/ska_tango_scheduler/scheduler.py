@@ -30,6 +30,7 @@ from ._dispatch import YIELD_INTERVAL, CallbackRegistration, Dispatcher, RateLim
 from ._hostprobe import HostProbe
 from ._lanes import ConnectorPool
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
+from ._streams import SLOW_RETRY as _SLOW_RETRY
 from ._streams import EventStream, StreamContext, StreamKey, StreamState
 from ._window import WindowStats, merge
 from .diagnostics import (
@@ -208,7 +209,11 @@ class CallbackScheduler:
             lock=self._lock,
             dispatcher=self._dispatcher,
             connector=connector,
-            probe=HostProbe(timeout=float(attempt_timeout)),
+            probe=HostProbe(
+                timeout=float(attempt_timeout),
+                silent_for=_SLOW_RETRY,
+                thread_context=tango.EnsureOmniThread,
+            ),
             attempt_timeout=float(attempt_timeout),
             policy=backoff if backoff is not None else BackoffPolicy(),
             logger=self._logger,

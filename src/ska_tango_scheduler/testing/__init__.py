@@ -10,7 +10,8 @@ the same event system as production code:
   devices that push numbered change and archive events on command (see
   :mod:`ska_tango_scheduler.testing.event_source`).
 * :class:`SilentHost` accepts TCP connections and never answers, like a
-  hung Tango host.
+  hung Tango host; :class:`HalfAnsweringHost` answers a GIOP ping and no
+  request, like a stuck database server.
 * :func:`wait_for` polls a condition with a deadline.
 * :class:`SubscriptionCallCounter` counts the Tango subscribe and
   unsubscribe calls made through a proxy.
@@ -33,7 +34,7 @@ from ._servers import (
     DeviceServerProcess,
     event_source_process,
 )
-from ._silent import SilentHost
+from ._silent import HalfAnsweringHost, SilentHost
 from ._wait import WaitTimeoutError, wait_for
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "EVENT_SOURCE_MODULE",
     "LOOPBACK_ORB_ARGS",
     "DeviceServerProcess",
+    "HalfAnsweringHost",
     "ManagedProcess",
     "SilentHost",
     "SubscriptionCallCounter",
