@@ -36,13 +36,20 @@ _PLAIN = (int, float, str, bytes, tuple, frozenset, dict, bool, type(None))
 
 
 def _ours(obj: Any) -> bool:
-    """Tell whether a module attribute belongs to the package's API (not an import)."""
+    """Tell whether a module attribute belongs to the package's public API.
+
+    Imports from other packages and from the package's private modules do not
+    count, unless the module exports them in ``__all__``.
+    """
     if isinstance(obj, types.ModuleType):
         return obj.__name__.startswith("ska_tango_scheduler")
     if isinstance(obj, _PLAIN):
         return True
     origin = getattr(obj, "__module__", None)
-    return not isinstance(origin, str) or origin.startswith("ska_tango_scheduler")
+    if not isinstance(origin, str):
+        return True
+    parts = origin.split(".")
+    return parts[0] == "ska_tango_scheduler" and not any(p.startswith("_") for p in parts)
 
 
 def _members(cls: type) -> list[str]:
@@ -61,7 +68,7 @@ def public_api() -> dict[str, dict[str, Any]]:
             attr
             for attr in dir(module)
             if not attr.startswith("_")
-            and _ours(getattr(module, attr))
+            and (attr in exported or _ours(getattr(module, attr)))
             and (attr in exported or not isinstance(getattr(module, attr), types.ModuleType))
         )
         classes = {
