@@ -24,6 +24,7 @@ import pytest
 import tango
 
 from ska_tango_scheduler import long_running_commands as lrc
+from ska_tango_scheduler._lrc import client, limits, ports
 from ska_tango_scheduler._queues import EventQueue
 from ska_tango_scheduler.control_model import ResultCode, TaskStatus
 from ska_tango_scheduler.diagnostics import StreamStatus
@@ -85,22 +86,24 @@ class FakeStream:
     state: str = "connected"
 
 
-class FakeScheduler(CallbackScheduler):
-    """Just enough of CallbackScheduler, delivering events synchronously.
+class FakeScheduler:
+    """The scheduler interface the LRC client uses (``LrcScheduler``), delivering events synchronously.
 
-    A subclass, so that invoke_lrc's type check accepts it; it starts no threads.
+    A plain class: it starts no threads and holds no state of a real scheduler.
     """
 
-    def __init__(self) -> None:  # noqa: D107 - deliberately not calling super()
-        self._name = "fake"
-        self._shut_down = False
+    def __init__(self) -> None:
         self.streams: dict[str, FakeStream] = {}
         self.next_id = 1
         self.registered: list[str] = []
         self.unregistered: list[int] = []
+        self.on_calling_thread: list[bool] = []
         self.future_factory: Callable[[int], Future[Any]] | None = None
 
-    # the API used by long_running_commands
+    @property
+    def name(self) -> str:
+        return "fake"
+
     @property
     def thread_count(self) -> int:
         return 2
@@ -135,7 +138,10 @@ class FakeScheduler(CallbackScheduler):
         event_type: Any,
         callback: Callable[[Any], None],
         queue_factory: Callable[[], EventQueue] | None = None,
+        *,
+        on_calling_thread: bool = False,
     ) -> Future[Any]:
+        self.on_calling_thread.append(on_calling_thread)
         stream = self._stream(attr_name, queue_factory)
         callback_id = self.next_id
         self.next_id += 1
@@ -163,7 +169,10 @@ class FakeScheduler(CallbackScheduler):
         attr_name: str,
         event_type: Any,
         queue_factory: Callable[[], EventQueue] | None = None,
+        *,
+        on_calling_thread: bool = False,
     ) -> Future[None]:
+        self.on_calling_thread.append(on_calling_thread)
         self._stream(attr_name, queue_factory).pinned = True
         future: Future[None] = Future()
         future.set_result(None)
@@ -176,20 +185,6 @@ class FakeScheduler(CallbackScheduler):
         stream.pinned = False
         if not stream.callbacks:
             del self.streams[attr_name.lower()]
-
-    def diagnostics(self) -> Any:
-        rows = [
-            SimpleNamespace(
-                name=f"{key}#CHANGE_EVENT",
-                device="tango://h:1/x/y/z",
-                attribute=key,
-                event_type="CHANGE_EVENT",
-                state=stream.state,
-                last_error="API_Broken: it broke",
-            )
-            for key, stream in self.streams.items()
-        ]
-        return SimpleNamespace(streams=rows)
 
     def stream_status(self, device: Any, attr_name: str, event_type: Any = None) -> Any:
         stream = self.streams.get(attr_name.lower())
@@ -689,7 +684,7 @@ def test_registration_timeout(
         return future
 
     sched.future_factory = slow
-    monkeypatch.setattr(lrc, "REGISTRATION_TIMEOUT", 0.05)
+    monkeypatch.setattr(limits, "REGISTRATION_TIMEOUT", 0.05)
     with pytest.raises(tango.DevFailed) as info:
         run(Recorder(), proxy, sched, "Do")
     assert info.value.args[-1].reason == INVOKE_FAILED_REASON
@@ -717,7 +712,7 @@ def test_early_buffer_overflow_is_reported(
     proxy: FakeProxy, sched: FakeScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the early buffer overflows the callback is told, then gets what was kept."""
-    monkeypatch.setattr(lrc, "EARLY_EVENT_LIMIT", 3)
+    monkeypatch.setattr(limits, "EARLY_EVENT_LIMIT", 3)
 
     def script(_: Any) -> Any:
         for n in range(5):
@@ -752,7 +747,7 @@ def test_slow_callback_backlog_is_bounded_and_reported(
     proxy: FakeProxy, sched: FakeScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Calls piling up behind a slow callback are bounded; the loss is reported."""
-    monkeypatch.setattr(lrc, "LRC_QUEUE_SIZE", 10)
+    monkeypatch.setattr(limits, "LRC_QUEUE_SIZE", 10)
     release = threading.Event()
     entered = threading.Event()
     recorder = Recorder()
@@ -841,8 +836,8 @@ def test_replay_and_live_events_keep_order_and_never_overlap(
 ) -> None:
     """Events racing with the replay are delivered once each, in order, one at a time."""
     total = 3000
-    monkeypatch.setattr(lrc, "EARLY_EVENT_LIMIT", total + 10)  # no overflow here
-    monkeypatch.setattr(lrc, "LRC_QUEUE_SIZE", total + 10)
+    monkeypatch.setattr(limits, "EARLY_EVENT_LIMIT", total + 10)  # no overflow here
+    monkeypatch.setattr(limits, "LRC_QUEUE_SIZE", total + 10)
     started = threading.Event()
     active = threading.Lock()
     overlaps: list[int] = []
@@ -908,6 +903,33 @@ def test_connect_and_disconnect_lrc_interface(proxy: FakeProxy, sched: FakeSched
         disconnect_lrc_interface(cast(tango.DeviceProxy, proxy), cast(CallbackScheduler, sched))
 
 
+@pytest.mark.parametrize("served_here", [False, True])
+def test_streams_of_a_device_served_here_connect_on_the_calling_thread(
+    proxy: FakeProxy,
+    sched: FakeScheduler,
+    monkeypatch: pytest.MonkeyPatch,
+    served_here: bool,
+) -> None:
+    """invoke_lrc and connect_lrc_interface ask for the calling thread only for a device of ours.
+
+    The scheduler's ``on_calling_thread`` keyword is how the client asks for it (its
+    integration test is in tests/integration/test_lrc.py, a device invoking on itself).
+    """
+    monkeypatch.setattr(client, "served_here", lambda _proxy: served_here)
+    proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
+    run(Recorder(), proxy, sched, "Do")
+    connect_lrc_interface(cast(tango.DeviceProxy, proxy), cast(CallbackScheduler, sched))
+    assert sched.on_calling_thread == [served_here, served_here]
+    disconnect_lrc_interface(cast(tango.DeviceProxy, proxy), cast(CallbackScheduler, sched))
+
+
+def test_the_fake_scheduler_has_the_interface_the_client_uses(sched: FakeScheduler) -> None:
+    """The fake and the real scheduler both satisfy the client's scheduler Protocol."""
+    assert isinstance(sched, ports.LrcScheduler)
+    with CallbackScheduler(thread_count=1, name="protocol-check") as real:
+        assert isinstance(real, ports.LrcScheduler)
+
+
 def test_connect_v1_interface_shares_one_queue(sched: FakeScheduler) -> None:
     """The three version 1 streams are pinned with one shared queue."""
     proxy = FakeProxy(sched, versions=None)
@@ -924,9 +946,9 @@ def test_connect_v1_interface_shares_one_queue(sched: FakeScheduler) -> None:
 @pytest.fixture
 def fresh_module_scheduler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Isolate the module-level scheduler of long_running_commands."""
-    monkeypatch.setattr(lrc, "_module_scheduler", None)
+    monkeypatch.setattr(ports, "_module_scheduler", None)
     yield
-    scheduler = lrc._module_scheduler  # noqa: SLF001 - test isolation
+    scheduler = ports._module_scheduler  # noqa: SLF001 - test isolation
     if scheduler is not None:
         scheduler.shutdown(timeout=10)
 
