@@ -87,7 +87,7 @@ class FakeStream:
 
 
 class FakeScheduler:
-    """The scheduler interface the LRC client uses (``LrcScheduler``), delivering events synchronously.
+    """The scheduler interface the LRC client uses (LrcScheduler); events go out synchronously.
 
     A plain class: it starts no threads and holds no state of a real scheduler.
     """
