@@ -25,7 +25,10 @@ process), keep the device's LRC streams connected with :func:`connect_lrc_interf
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import TYPE_CHECKING as TYPE_CHECKING
+from typing import Any
 
 from ._lanes import LaneService as LaneService
 from ._lrc import client as _client
@@ -80,7 +83,8 @@ __all__ = [
 # module; this module is its face: the user documentation, __all__ and re-exports.
 # The names imported "as" themselves are not in __all__ but were importable from
 # here before the split, so they stay. The constants below are copies, for reading
-# and for the documentation: the client reads the values in ska_tango_scheduler._lrc.
+# and for the documentation: the client reads the values in ska_tango_scheduler._lrc,
+# and setting one of the tunable ones here sets the client's too (see _Face).
 
 LrcCallback = _client.LrcCallback
 """A callback taking ``status``, ``progress``, ``result``, ``error`` and ``**kwargs``."""
@@ -132,3 +136,32 @@ CHECK_INTERVAL_MAX: float = _limits.CHECK_INTERVAL_MAX
 After that the device is asked for the command's status (see :func:`invoke_lrc`); the
 interval starts at 1 s and doubles while nothing is heard.
 """
+
+
+_TUNABLES = frozenset(
+    {
+        "CHECK_INTERVAL_MAX",
+        "EARLY_EVENT_LIMIT",
+        "LRC_QUEUE_SIZE",
+        "OUTCOME_LOST_AFTER",
+        "REGISTRATION_TIMEOUT",
+    }
+)
+
+
+class _Face(types.ModuleType):
+    """This module, whose sizes and timeouts stay the client's own.
+
+    Before the client moved to ``_lrc`` these constants were read where they are set
+    here, so setting one (``long_running_commands.OUTCOME_LOST_AFTER = 60.0``, or a
+    test's ``monkeypatch.setattr``) changed the client. It still does: the value is
+    passed on to ``_lrc.limits``, which the client reads.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _TUNABLES:
+            setattr(_limits, name, value)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Face

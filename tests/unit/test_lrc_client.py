@@ -24,7 +24,7 @@ import pytest
 import tango
 
 from ska_tango_scheduler import long_running_commands as lrc
-from ska_tango_scheduler._lrc import client, limits, ports
+from ska_tango_scheduler._lrc import client, ports
 from ska_tango_scheduler._queues import EventQueue
 from ska_tango_scheduler.control_model import ResultCode, TaskStatus
 from ska_tango_scheduler.diagnostics import StreamStatus
@@ -684,7 +684,7 @@ def test_registration_timeout(
         return future
 
     sched.future_factory = slow
-    monkeypatch.setattr(limits, "REGISTRATION_TIMEOUT", 0.05)
+    monkeypatch.setattr(lrc, "REGISTRATION_TIMEOUT", 0.05)
     with pytest.raises(tango.DevFailed) as info:
         run(Recorder(), proxy, sched, "Do")
     assert info.value.args[-1].reason == INVOKE_FAILED_REASON
@@ -712,7 +712,7 @@ def test_early_buffer_overflow_is_reported(
     proxy: FakeProxy, sched: FakeScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the early buffer overflows the callback is told, then gets what was kept."""
-    monkeypatch.setattr(limits, "EARLY_EVENT_LIMIT", 3)
+    monkeypatch.setattr(lrc, "EARLY_EVENT_LIMIT", 3)
 
     def script(_: Any) -> Any:
         for n in range(5):
@@ -747,7 +747,7 @@ def test_slow_callback_backlog_is_bounded_and_reported(
     proxy: FakeProxy, sched: FakeScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Calls piling up behind a slow callback are bounded; the loss is reported."""
-    monkeypatch.setattr(limits, "LRC_QUEUE_SIZE", 10)
+    monkeypatch.setattr(lrc, "LRC_QUEUE_SIZE", 10)
     release = threading.Event()
     entered = threading.Event()
     recorder = Recorder()
@@ -836,8 +836,8 @@ def test_replay_and_live_events_keep_order_and_never_overlap(
 ) -> None:
     """Events racing with the replay are delivered once each, in order, one at a time."""
     total = 3000
-    monkeypatch.setattr(limits, "EARLY_EVENT_LIMIT", total + 10)  # no overflow here
-    monkeypatch.setattr(limits, "LRC_QUEUE_SIZE", total + 10)
+    monkeypatch.setattr(lrc, "EARLY_EVENT_LIMIT", total + 10)  # no overflow here
+    monkeypatch.setattr(lrc, "LRC_QUEUE_SIZE", total + 10)
     started = threading.Event()
     active = threading.Lock()
     overlaps: list[int] = []
