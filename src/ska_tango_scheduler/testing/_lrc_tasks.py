@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import tango
 
@@ -26,19 +26,9 @@ _LOGGER = logging.getLogger("ska_tango_scheduler.testing.lrc_device")
 CommandReply = tuple[list[int], list[str]]
 
 
-class Publish(Protocol):
-    """Tells clients about a change of one command (see ``LrcPublisher.publish``)."""
-
-    def __call__(
-        self,
-        command_id: str,
-        *,
-        status: TaskStatus | None = None,
-        progress: Any = None,
-        result: Any = None,
-    ) -> None:
-        """Publish the change."""
-        ...
+# Tells clients about a change of one command: LrcPublisher.publish(command_id, *,
+# status=None, progress=None, result=None).
+Publish = Callable[..., None]
 
 
 class Outcome(enum.Enum):

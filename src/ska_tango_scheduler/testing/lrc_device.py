@@ -150,7 +150,7 @@ class LrcReference(Device):
         self._self_scheduler: CallbackScheduler | None = None
         self._self_handle: LRCSubscriptionsProtocol | None = None
         self._self_calls: list[dict[str, Any]] = []
-        self._runner = TaskRunner(self.get_name(), self._publish, int(self.WorkerThreads))
+        self._runner = TaskRunner(self.get_name(), self._publisher.publish, int(self.WorkerThreads))
         self.set_state(tango.DevState.ON)
 
     def initialize_dynamic_attributes(self) -> None:
@@ -326,8 +326,8 @@ class LrcReference(Device):
         """
         command_id = new_command_id("RejectNow")
         reason = "RejectNow: the device refuses this command"
-        self._publish(command_id, status=TaskStatus.STAGING)
-        self._publish(
+        self._publisher.publish(command_id, status=TaskStatus.STAGING)
+        self._publisher.publish(
             command_id,
             status=TaskStatus.REJECTED,
             result=[int(ResultCode.REJECTED), reason],
@@ -393,12 +393,12 @@ class LrcReference(Device):
             ``([STARTED], [command_id])``.
         """
         command_id = new_command_id("AbortCommands")
-        self._publish(command_id, status=TaskStatus.STAGING)
+        self._publisher.publish(command_id, status=TaskStatus.STAGING)
 
         def abort_all() -> None:
-            self._publish(command_id, status=TaskStatus.IN_PROGRESS)
+            self._publisher.publish(command_id, status=TaskStatus.IN_PROGRESS)
             asked = self._runner.abort_all()
-            self._publish(
+            self._publisher.publish(
                 command_id,
                 status=TaskStatus.COMPLETED,
                 result=ok_result(f"AbortCommands asked {asked} tasks to stop"),
@@ -453,16 +453,6 @@ class LrcReference(Device):
         self, name: str, body: Callable[[Task], tuple[Outcome, Any]], *, starts: bool = True
     ) -> CommandReply:
         return self._runner.submit(name, body, starts=starts)
-
-    def _publish(
-        self,
-        command_id: str,
-        *,
-        status: TaskStatus | None = None,
-        progress: Any = None,
-        result: Any = None,
-    ) -> None:
-        self._publisher.publish(command_id, status=status, progress=progress, result=result)
 
 
 def main(args: Sequence[str] | None = None) -> None:
