@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, NewType
 
@@ -69,36 +68,8 @@ _UNSUBSCRIBE_WAIT = 5.0
 DEFAULT_ATTEMPT_TIMEOUT = 3.0
 
 
-# Private hook (see _connecting_on_calling_thread): per thread, whether new streams
-# subscribe on the calling thread, and how long such a caller waits for the device's lane.
-_on_calling_thread = threading.local()
+# How long a caller connecting on its own thread waits for the device's connector lane.
 _CALLER_LANE_WAIT = 5.0
-
-
-@contextlib.contextmanager
-def _connecting_on_calling_thread(active: bool = True) -> Iterator[None]:
-    """Private: streams created in this block connect on the calling thread.
-
-    For a caller that may hold the device's monitor (a device subscribing to itself
-    from one of its commands): a connector thread would wait for that monitor while
-    the caller waits for the connector. Covers :meth:`CallbackScheduler.connect_event_stream`
-    as well as registrations (as :meth:`CallbackScheduler._register_on_caller_thread`
-    does): the first subscription attempt of a new stream is made synchronously by the
-    caller, holding the device's connector lane; retries, unsubscription and the rest
-    stay with the connector.
-
-    Args:
-        active: False makes the block do nothing (for callers deciding at run time).
-
-    Yields:
-        Nothing.
-    """
-    previous = getattr(_on_calling_thread, "active", False)
-    _on_calling_thread.active = active
-    try:
-        yield
-    finally:
-        _on_calling_thread.active = previous
 
 
 class SchedulerShutdownError(RuntimeError):
@@ -315,6 +286,8 @@ class CallbackScheduler:
         event_type: tango.EventType,
         callback: EventCallbackType,
         queue_factory: QueueFactory | None = None,
+        *,
+        on_calling_thread: bool = False,
     ) -> Future[CallbackID]:
         """Call ``callback`` with every event of a stream, on a worker thread.
 
@@ -335,6 +308,15 @@ class CallbackScheduler:
             queue_factory: Called without arguments when the stream is
                 created, to give it a queue (``allocate_queue`` or
                 ``get_queue``); ignored if the stream exists already.
+            on_calling_thread: Advanced. If the stream is new, make its first
+                subscription attempt on the calling thread rather than on a
+                connector thread (retries and everything later stay with the
+                connectors). For a device that subscribes to itself from one of
+                its commands: the command holds the device's monitor, which a
+                connector thread would wait for while the caller waits for the
+                connector. If the device's connector lane stays busy for 5 s
+                the attempt is left to a connector. The LRC client uses it for
+                devices served by the calling process.
 
         Returns:
             A future of the callback's id. It completes once the stream's
@@ -352,7 +334,10 @@ class CallbackScheduler:
                 type, a malformed TRL, or a queue of another scheduler.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        return self._register(device, attr_name, event_type, callback, queue_factory, False, None)
+        lane_timeout = _CALLER_LANE_WAIT if on_calling_thread else None
+        return self._register(
+            device, attr_name, event_type, callback, queue_factory, on_calling_thread, lane_timeout
+        )
 
     def _register_on_caller_thread(
         self,
@@ -468,6 +453,8 @@ class CallbackScheduler:
         attr_name: str,
         event_type: tango.EventType,
         queue_factory: QueueFactory | None = None,
+        *,
+        on_calling_thread: bool = False,
     ) -> Future[None]:
         """Connect a stream and keep it connected until :meth:`disconnect_event_stream`.
 
@@ -481,6 +468,7 @@ class CallbackScheduler:
             attr_name: The attribute.
             event_type: The event type.
             queue_factory: As for :meth:`register_event_callback`.
+            on_calling_thread: Advanced; as for :meth:`register_event_callback`.
 
         Returns:
             A future that completes once the first connection attempt has an
@@ -491,7 +479,10 @@ class CallbackScheduler:
             ValueError: For malformed arguments.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        return self._connect(device, attr_name, event_type, queue_factory, False, None)
+        lane_timeout = _CALLER_LANE_WAIT if on_calling_thread else None
+        return self._connect(
+            device, attr_name, event_type, queue_factory, on_calling_thread, lane_timeout
+        )
 
     def _connect(
         self,
@@ -892,8 +883,6 @@ class CallbackScheduler:
             waiter = stream.waiters[-1][0] if waiting else None
         if created:
             connector = self._ctx.connector
-            if getattr(_on_calling_thread, "active", False) and not on_caller:
-                on_caller, lane_timeout = True, _CALLER_LANE_WAIT
             here = stream.connect_on_calling_thread
             if not (on_caller and connector.run_here(key.device, here, lane_timeout)):
                 stream.submit(stream.connect)

@@ -24,6 +24,7 @@ import pytest
 import tango
 
 from ska_tango_scheduler import long_running_commands as lrc
+from ska_tango_scheduler._lrc import client, ports
 from ska_tango_scheduler._queues import EventQueue
 from ska_tango_scheduler.control_model import ResultCode, TaskStatus
 from ska_tango_scheduler.diagnostics import StreamStatus
@@ -85,22 +86,24 @@ class FakeStream:
     state: str = "connected"
 
 
-class FakeScheduler(CallbackScheduler):
-    """Just enough of CallbackScheduler, delivering events synchronously.
+class FakeScheduler:
+    """The scheduler interface the LRC client uses (LrcScheduler); events go out synchronously.
 
-    A subclass, so that invoke_lrc's type check accepts it; it starts no threads.
+    A plain class: it starts no threads and holds no state of a real scheduler.
     """
 
-    def __init__(self) -> None:  # noqa: D107 - deliberately not calling super()
-        self._name = "fake"
-        self._shut_down = False
+    def __init__(self) -> None:
         self.streams: dict[str, FakeStream] = {}
         self.next_id = 1
         self.registered: list[str] = []
         self.unregistered: list[int] = []
+        self.on_calling_thread: list[bool] = []
         self.future_factory: Callable[[int], Future[Any]] | None = None
 
-    # the API used by long_running_commands
+    @property
+    def name(self) -> str:
+        return "fake"
+
     @property
     def thread_count(self) -> int:
         return 2
@@ -135,7 +138,10 @@ class FakeScheduler(CallbackScheduler):
         event_type: Any,
         callback: Callable[[Any], None],
         queue_factory: Callable[[], EventQueue] | None = None,
+        *,
+        on_calling_thread: bool = False,
     ) -> Future[Any]:
+        self.on_calling_thread.append(on_calling_thread)
         stream = self._stream(attr_name, queue_factory)
         callback_id = self.next_id
         self.next_id += 1
@@ -163,7 +169,10 @@ class FakeScheduler(CallbackScheduler):
         attr_name: str,
         event_type: Any,
         queue_factory: Callable[[], EventQueue] | None = None,
+        *,
+        on_calling_thread: bool = False,
     ) -> Future[None]:
+        self.on_calling_thread.append(on_calling_thread)
         self._stream(attr_name, queue_factory).pinned = True
         future: Future[None] = Future()
         future.set_result(None)
@@ -176,20 +185,6 @@ class FakeScheduler(CallbackScheduler):
         stream.pinned = False
         if not stream.callbacks:
             del self.streams[attr_name.lower()]
-
-    def diagnostics(self) -> Any:
-        rows = [
-            SimpleNamespace(
-                name=f"{key}#CHANGE_EVENT",
-                device="tango://h:1/x/y/z",
-                attribute=key,
-                event_type="CHANGE_EVENT",
-                state=stream.state,
-                last_error="API_Broken: it broke",
-            )
-            for key, stream in self.streams.items()
-        ]
-        return SimpleNamespace(streams=rows)
 
     def stream_status(self, device: Any, attr_name: str, event_type: Any = None) -> Any:
         stream = self.streams.get(attr_name.lower())
@@ -908,6 +903,33 @@ def test_connect_and_disconnect_lrc_interface(proxy: FakeProxy, sched: FakeSched
         disconnect_lrc_interface(cast(tango.DeviceProxy, proxy), cast(CallbackScheduler, sched))
 
 
+@pytest.mark.parametrize("served_here", [False, True])
+def test_streams_of_a_device_served_here_connect_on_the_calling_thread(
+    proxy: FakeProxy,
+    sched: FakeScheduler,
+    monkeypatch: pytest.MonkeyPatch,
+    served_here: bool,
+) -> None:
+    """invoke_lrc and connect_lrc_interface ask for the calling thread only for a device of ours.
+
+    The scheduler's ``on_calling_thread`` keyword is how the client asks for it (its
+    integration test is in tests/integration/test_lrc.py, a device invoking on itself).
+    """
+    monkeypatch.setattr(client, "served_here", lambda _proxy: served_here)
+    proxy.scripts["Do"] = lambda _: ([ResultCode.QUEUED], ["id"])
+    run(Recorder(), proxy, sched, "Do")
+    connect_lrc_interface(cast(tango.DeviceProxy, proxy), cast(CallbackScheduler, sched))
+    assert sched.on_calling_thread == [served_here, served_here]
+    disconnect_lrc_interface(cast(tango.DeviceProxy, proxy), cast(CallbackScheduler, sched))
+
+
+def test_the_fake_scheduler_has_the_interface_the_client_uses(sched: FakeScheduler) -> None:
+    """The fake and the real scheduler both satisfy the client's scheduler Protocol."""
+    assert isinstance(sched, ports.LrcScheduler)
+    with CallbackScheduler(thread_count=1, name="protocol-check") as real:
+        assert isinstance(real, ports.LrcScheduler)
+
+
 def test_connect_v1_interface_shares_one_queue(sched: FakeScheduler) -> None:
     """The three version 1 streams are pinned with one shared queue."""
     proxy = FakeProxy(sched, versions=None)
@@ -924,9 +946,9 @@ def test_connect_v1_interface_shares_one_queue(sched: FakeScheduler) -> None:
 @pytest.fixture
 def fresh_module_scheduler(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Isolate the module-level scheduler of long_running_commands."""
-    monkeypatch.setattr(lrc, "_module_scheduler", None)
+    monkeypatch.setattr(ports, "_module_scheduler", None)
     yield
-    scheduler = lrc._module_scheduler  # noqa: SLF001 - test isolation
+    scheduler = ports._module_scheduler  # noqa: SLF001 - test isolation
     if scheduler is not None:
         scheduler.shutdown(timeout=10)
 
