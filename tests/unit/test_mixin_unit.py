@@ -20,6 +20,9 @@ from tango.server import Device, attribute
 
 from ska_tango_scheduler import CallbackScheduler
 from ska_tango_scheduler import mixin as mixin_module
+from ska_tango_scheduler._device import LOGGER
+from ska_tango_scheduler._device import gate as gate_module
+from ska_tango_scheduler._device.pusher import DiagnosticsPusher
 from ska_tango_scheduler.diagnostics import (
     BackoffDiagnostics,
     LatencyStats,
@@ -150,7 +153,7 @@ def in_thread(target: Any) -> Any:
 
 
 def test_gate_holds_other_threads_only() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     assert not gate.blocks_caller()
     gate.open()
     assert not gate.blocks_caller()  # the thread that opened it is never held
@@ -162,7 +165,7 @@ def test_gate_holds_other_threads_only() -> None:
 
 
 def test_gate_blocks_nest() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     gate.open()
     gate.open()
     gate.close()
@@ -172,7 +175,7 @@ def test_gate_blocks_nest() -> None:
 
 
 def test_gate_wait_returns_when_the_last_block_closes() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     gate.open()
     released = threading.Event()
 
@@ -192,7 +195,7 @@ def test_gate_wait_returns_when_the_last_block_closes() -> None:
 
 
 def test_gate_wait_times_out() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     gate.open()
     assert in_thread(lambda: gate.wait(0.05)) is False
     gate.close()
@@ -230,11 +233,11 @@ class FakeDevice:
     ],
 )
 def test_requests_from_this_process(device: Any, expected: bool) -> None:
-    assert mixin_module._from_this_process(device) is expected
+    assert gate_module.from_this_process(device) is expected
 
 
 def test_serial_model_outside_a_server() -> None:
-    assert mixin_module._serial_model() == tango.SerialModel.BY_DEVICE
+    assert gate_module.serial_model() == tango.SerialModel.BY_DEVICE
 
 
 # -- device classes -----------------------------------------------------------------------------
@@ -319,9 +322,7 @@ class PushRecorder:
 
 @pytest.fixture
 def fake_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        mixin_module.tango, "AutoTangoMonitor", lambda device: contextlib.nullcontext()
-    )
+    monkeypatch.setattr(tango, "AutoTangoMonitor", lambda device: contextlib.nullcontext())
 
 
 @pytest.fixture
@@ -335,11 +336,11 @@ def test_pusher_pushes_changes_only_and_stops(
     fake_monitor: None, scheduler: CallbackScheduler
 ) -> None:
     device = PushRecorder()
-    pusher = mixin_module._DiagnosticsPusher(
+    pusher = DiagnosticsPusher(
         device,  # type: ignore[arg-type]
         scheduler,
         0.1,
-        mixin_module._LOGGER,
+        LOGGER,
     )
     pusher.start()
     try:
@@ -362,7 +363,7 @@ def test_pusher_pushes_changes_only_and_stops(
 
 
 def test_safe_monitor_release_follows_the_pytango_version() -> None:
-    assert mixin_module.SAFE_MONITOR_RELEASE == (mixin_module._pytango_version() >= (10, 1))
+    assert mixin_module.SAFE_MONITOR_RELEASE == (gate_module.pytango_version() >= (10, 1))
 
 
 @pytest.mark.parametrize(
@@ -375,7 +376,7 @@ def test_safe_monitor_release_follows_the_pytango_version() -> None:
     ],
 )
 def test_which_serial_models_release_the_monitor(model: Any, released: bool) -> None:
-    assert mixin_module._releases_monitor(model) is released
+    assert gate_module.releases_monitor(model) is released
 
 
 # -- configuration checks -------------------------------------------------------------------
