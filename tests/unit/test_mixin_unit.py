@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from ska_tango_scheduler import CallbackScheduler
 from ska_tango_scheduler import mixin as mixin_module
 from ska_tango_scheduler._device import LOGGER
 from ska_tango_scheduler._device import gate as gate_module
+from ska_tango_scheduler._device.attributes import ATTRIBUTES
 from ska_tango_scheduler._device.pusher import DiagnosticsPusher
 from ska_tango_scheduler.diagnostics import (
     BackoffDiagnostics,
@@ -255,6 +257,50 @@ def test_mixin_listed_directly() -> None:
     attrs, props = tango_names(Direct)
     assert set(DIAGNOSTIC_ATTRIBUTES) <= attrs
     assert props >= PROPERTIES
+
+
+def test_every_row_of_the_table_is_a_tango_attribute_as_the_row_says() -> None:
+    class Direct(SchedulerMixin, Device):
+        pass
+
+    described = Direct.TangoClassClass.attr_list  # type: ignore[attr-defined]
+    assert [row.name for row in ATTRIBUTES] == list(DIAGNOSTIC_ATTRIBUTES)
+    for row in ATTRIBUTES:
+        attr = described[row.name]
+        spectrum = isinstance(row.dtype, tuple)
+        assert attr.attr_type == (row.dtype[0] if spectrum else row.dtype), row.name
+        assert attr.attr_format == (
+            tango.AttrDataFormat.SPECTRUM if spectrum else tango.AttrDataFormat.SCALAR
+        ), row.name
+        assert attr.dim_x == (MAX_REPORTED_QUEUES if spectrum else 1), row.name
+        assert attr.attr_write == tango.AttrWriteType.READ, row.name
+        assert attr.att_prop.unit == row.unit, row.name
+        assert attr.att_prop.label == row.label, row.name
+        assert attr.att_prop.description == row.doc, row.name
+
+
+def test_the_read_methods_give_the_rows_values_of_one_shared_snapshot() -> None:
+    class Reader:
+        """Stands in for a device: a scheduler, no fault, no snapshot yet."""
+
+    taken: list[SchedulerDiagnostics] = []
+
+    def diagnostics() -> SchedulerDiagnostics:
+        taken.append(snapshot())
+        return taken[-1]
+
+    device = Reader()
+    device.scheduler = device.__dict__["_scheduler_obj"] = SimpleNamespace(  # type: ignore[attr-defined]
+        diagnostics=diagnostics
+    )
+    expected = diagnostic_values(snapshot())
+    for row in ATTRIBUTES:
+        read = getattr(SchedulerMixin, row.name).fget
+        assert read(device) == expected[row.name], row.name
+    assert len(taken) == 1  # the reads of one request share one snapshot
+    device.__dict__["_scheduler_fault"] = "bad SchedulerThreadCount"
+    with pytest.raises(tango.DevFailed, match="bad SchedulerThreadCount"):
+        getattr(SchedulerMixin, ATTRIBUTES[0].name).fget(device)
 
 
 def test_subclass_of_a_mixin_device_keeps_everything() -> None:
