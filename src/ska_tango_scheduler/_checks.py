@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import threading
-from typing import Final
+from typing import Final, TypeVar
 
 __all__ = [
     "MAX_ATTEMPT_TIMEOUT",
@@ -68,43 +68,42 @@ MAX_SHUTDOWN_TIMEOUT: Final = 3600.0
 #: Longest timeout Python can wait for (``threading.TIMEOUT_MAX``), in seconds.
 MAX_WAIT: Final = float(threading.TIMEOUT_MAX)
 
+_N = TypeVar("_N", int, float)
 
-class ArgumentTypeError(TypeError):
+
+class _ArgumentError(Exception):
+    """A value was refused; says what was expected (the base of the two errors below).
+
+    Attributes:
+        expected: What is expected, e.g. ``"a whole number from 1 to 128"``.
+    """
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        """Make the error.
+
+        Args:
+            name: The name of the argument or setting.
+            value: The value given.
+            expected: What is expected.
+        """
+        super().__init__(f"{name} must be {expected}, got {value!r}")
+        self.expected = expected
+
+
+class ArgumentTypeError(_ArgumentError, TypeError):
     """A value is not of the kind expected.
 
     Attributes:
         expected: What is expected, e.g. ``"a whole number from 1 to 128"``.
     """
 
-    def __init__(self, name: str, value: object, expected: str) -> None:
-        """Make the error.
 
-        Args:
-            name: The name of the argument or setting.
-            value: The value given.
-            expected: What is expected.
-        """
-        super().__init__(f"{name} must be {expected}, got {value!r}")
-        self.expected = expected
-
-
-class ArgumentRangeError(ValueError):
+class ArgumentRangeError(_ArgumentError, ValueError):
     """A value is of the right kind but out of its range.
 
     Attributes:
         expected: What is expected, e.g. ``"a whole number from 1 to 128"``.
     """
-
-    def __init__(self, name: str, value: object, expected: str) -> None:
-        """Make the error.
-
-        Args:
-            name: The name of the argument or setting.
-            value: The value given.
-            expected: What is expected.
-        """
-        super().__init__(f"{name} must be {expected}, got {value!r}")
-        self.expected = expected
 
 
 def check_whole_number(
@@ -129,15 +128,7 @@ def check_whole_number(
             ``ValueError``).
     """
     expected = f"a whole number from {low} to {high}"
-    if from_text and isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            raise ArgumentTypeError(name, value, expected) from None
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        raise ArgumentTypeError(name, value, expected)
+    number = _numeric(name, value, expected, int, from_text=from_text)
     if not low <= number <= high:
         raise ArgumentRangeError(name, value, expected)
     return number
@@ -172,20 +163,31 @@ def check_seconds(
     expected = f"seconds from {_number(0)} to {_number(high)}"
     if not allow_zero:
         expected = f"seconds above {_number(0)} and at most {_number(high)}"
-    if from_text and isinstance(value, str):
-        try:
-            seconds = float(value.strip())
-        except ValueError:
-            raise ArgumentTypeError(name, value, expected) from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise ArgumentTypeError(name, value, expected)
+    seconds = _numeric(name, value, expected, float, from_text=from_text)
     if not math.isfinite(seconds) or seconds < 0 or seconds > high:
         raise ArgumentRangeError(name, value, expected)
     if seconds == 0 and not allow_zero:
         raise ArgumentRangeError(name, value, expected)
     return seconds
+
+
+def _numeric(name: str, value: object, expected: str, kind: type[_N], *, from_text: bool) -> _N:
+    """Return the number a value is (an ``int`` is also a ``float``; ``bool`` is not a number).
+
+    With ``from_text``, a string is read as a number of that kind.
+
+    Raises:
+        ArgumentTypeError: The value is not such a number.
+    """
+    if from_text and isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            raise ArgumentTypeError(name, value, expected) from None
+    if isinstance(value, bool) or not isinstance(value, (int, kind)):
+        raise ArgumentTypeError(name, value, expected)
+    # A whole number is returned as given; seconds are always a plain float.
+    return value if kind is int else kind(value)
 
 
 def _number(value: float) -> str:

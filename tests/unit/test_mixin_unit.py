@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,6 +21,10 @@ from tango.server import Device, attribute
 
 from ska_tango_scheduler import CallbackScheduler
 from ska_tango_scheduler import mixin as mixin_module
+from ska_tango_scheduler._device import LOGGER
+from ska_tango_scheduler._device import gate as gate_module
+from ska_tango_scheduler._device.attributes import ATTRIBUTES
+from ska_tango_scheduler._device.pusher import DiagnosticsPusher
 from ska_tango_scheduler.diagnostics import (
     BackoffDiagnostics,
     LatencyStats,
@@ -150,7 +155,7 @@ def in_thread(target: Any) -> Any:
 
 
 def test_gate_holds_other_threads_only() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     assert not gate.blocks_caller()
     gate.open()
     assert not gate.blocks_caller()  # the thread that opened it is never held
@@ -162,7 +167,7 @@ def test_gate_holds_other_threads_only() -> None:
 
 
 def test_gate_blocks_nest() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     gate.open()
     gate.open()
     gate.close()
@@ -172,7 +177,7 @@ def test_gate_blocks_nest() -> None:
 
 
 def test_gate_wait_returns_when_the_last_block_closes() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     gate.open()
     released = threading.Event()
 
@@ -192,7 +197,7 @@ def test_gate_wait_returns_when_the_last_block_closes() -> None:
 
 
 def test_gate_wait_times_out() -> None:
-    gate = mixin_module._InternalThreadsGate()
+    gate = gate_module.InternalThreadsGate()
     gate.open()
     assert in_thread(lambda: gate.wait(0.05)) is False
     gate.close()
@@ -230,11 +235,11 @@ class FakeDevice:
     ],
 )
 def test_requests_from_this_process(device: Any, expected: bool) -> None:
-    assert mixin_module._from_this_process(device) is expected
+    assert gate_module.from_this_process(device) is expected
 
 
 def test_serial_model_outside_a_server() -> None:
-    assert mixin_module._serial_model() == tango.SerialModel.BY_DEVICE
+    assert gate_module.serial_model() == tango.SerialModel.BY_DEVICE
 
 
 # -- device classes -----------------------------------------------------------------------------
@@ -252,6 +257,50 @@ def test_mixin_listed_directly() -> None:
     attrs, props = tango_names(Direct)
     assert set(DIAGNOSTIC_ATTRIBUTES) <= attrs
     assert props >= PROPERTIES
+
+
+def test_every_row_of_the_table_is_a_tango_attribute_as_the_row_says() -> None:
+    class Direct(SchedulerMixin, Device):
+        pass
+
+    described = Direct.TangoClassClass.attr_list  # type: ignore[attr-defined]
+    assert [row.name for row in ATTRIBUTES] == list(DIAGNOSTIC_ATTRIBUTES)
+    for row in ATTRIBUTES:
+        attr = described[row.name]
+        spectrum = isinstance(row.dtype, tuple)
+        assert attr.attr_type == (row.dtype[0] if spectrum else row.dtype), row.name
+        assert attr.attr_format == (
+            tango.AttrDataFormat.SPECTRUM if spectrum else tango.AttrDataFormat.SCALAR
+        ), row.name
+        assert attr.dim_x == (MAX_REPORTED_QUEUES if spectrum else 1), row.name
+        assert attr.attr_write == tango.AttrWriteType.READ, row.name
+        assert attr.att_prop.unit == row.unit, row.name
+        assert attr.att_prop.label == row.label, row.name
+        assert attr.att_prop.description == row.doc, row.name
+
+
+def test_the_read_methods_give_the_rows_values_of_one_shared_snapshot() -> None:
+    class Reader:
+        """Stands in for a device: a scheduler, no fault, no snapshot yet."""
+
+    taken: list[SchedulerDiagnostics] = []
+
+    def diagnostics() -> SchedulerDiagnostics:
+        taken.append(snapshot())
+        return taken[-1]
+
+    device = Reader()
+    device.scheduler = device.__dict__["_scheduler_obj"] = SimpleNamespace(  # type: ignore[attr-defined]
+        diagnostics=diagnostics
+    )
+    expected = diagnostic_values(snapshot())
+    for row in ATTRIBUTES:
+        read = getattr(SchedulerMixin, row.name).fget
+        assert read(device) == expected[row.name], row.name
+    assert len(taken) == 1  # the reads of one request share one snapshot
+    device.__dict__["_scheduler_fault"] = "bad SchedulerThreadCount"
+    with pytest.raises(tango.DevFailed, match="bad SchedulerThreadCount"):
+        getattr(SchedulerMixin, ATTRIBUTES[0].name).fget(device)
 
 
 def test_subclass_of_a_mixin_device_keeps_everything() -> None:
@@ -319,9 +368,7 @@ class PushRecorder:
 
 @pytest.fixture
 def fake_monitor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        mixin_module.tango, "AutoTangoMonitor", lambda device: contextlib.nullcontext()
-    )
+    monkeypatch.setattr(tango, "AutoTangoMonitor", lambda device: contextlib.nullcontext())
 
 
 @pytest.fixture
@@ -335,11 +382,11 @@ def test_pusher_pushes_changes_only_and_stops(
     fake_monitor: None, scheduler: CallbackScheduler
 ) -> None:
     device = PushRecorder()
-    pusher = mixin_module._DiagnosticsPusher(
+    pusher = DiagnosticsPusher(
         device,  # type: ignore[arg-type]
         scheduler,
         0.1,
-        mixin_module._LOGGER,
+        LOGGER,
     )
     pusher.start()
     try:
@@ -362,7 +409,7 @@ def test_pusher_pushes_changes_only_and_stops(
 
 
 def test_safe_monitor_release_follows_the_pytango_version() -> None:
-    assert mixin_module.SAFE_MONITOR_RELEASE == (mixin_module._pytango_version() >= (10, 1))
+    assert mixin_module.SAFE_MONITOR_RELEASE == (gate_module.pytango_version() >= (10, 1))
 
 
 @pytest.mark.parametrize(
@@ -375,7 +422,7 @@ def test_safe_monitor_release_follows_the_pytango_version() -> None:
     ],
 )
 def test_which_serial_models_release_the_monitor(model: Any, released: bool) -> None:
-    assert mixin_module._releases_monitor(model) is released
+    assert gate_module.releases_monitor(model) is released
 
 
 # -- configuration checks -------------------------------------------------------------------
