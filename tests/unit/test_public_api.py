@@ -89,7 +89,10 @@ def test_public_module_keeps_its_names(module: str) -> None:
     """Names, ``__all__`` and class members are those of the snapshot."""
     expected = json.loads(_SNAPSHOT.read_text())[module]
     actual = public_api()[module]
-    assert sorted(set(expected["names"]) - set(actual["names"])) == [], "public names lost"
+    imported = importlib.import_module(module)
+    # A name that moved to a private module and is imported back still counts.
+    lost = [name for name in expected["names"] if not hasattr(imported, name)]
+    assert lost == [], "public names lost"
     assert sorted(set(actual["names"]) - set(expected["names"])) == [], "public names added"
     assert actual["all"] == expected["all"], "__all__ changed"
     for cls, members in expected["classes"].items():
