@@ -141,7 +141,8 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
         f"{len(devices)} EventSource devices in {config['servers']} servers flood change "
         f"events (50/s each, the canary 20/s); the client drops user objects holding "
         "subscribed proxies in reference cycles, lowers the collector's thresholds to "
-        "(700, 1, 1) and freezes the set-up's objects (gc.freeze), churns subscriptions, invokes long running commands and reads "
+        "(700, 1, 1) and freezes the set-up's objects (gc.freeze), churns "
+        "subscriptions, invokes long running commands and reads "
         f"diagnostics in a loop, for {seconds:g} s per run and side. A side stalls when "
         f"its canary delivers nothing for {_STALL_AFTER:g} s."
     )
