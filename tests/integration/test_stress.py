@@ -21,7 +21,7 @@ it with real device servers:
   within 10 s of SIGTERM.
 
 Each scene runs for :data:`~ska_tango_scheduler.testing.stress.STRESS_SECONDS_ENV`
-seconds (default 30).
+seconds (default 40).
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ SECONDS = stress_seconds()
 STALL_AFTER = 10.0
 #: EventSource servers and devices per server of the client scene.
 SERVERS, DEVICES_PER_SERVER = 2, 6
+#: Server threads above the starting level that are not a leak: omniORB's own
+#: connection and pool threads come and go (a leak is one thread per Init).
+THREAD_SLACK = 8
 
 
 def _lrc_device(factory: DeviceServerFactory) -> str:
@@ -252,7 +255,7 @@ def test_mixin_server_survives_init_with_readers_and_followers(
         # Every Init's scheduler ends: the thread count returns to its level
         # with the same clients connected.
         wait_for(
-            lambda: _threads_of(pid) <= baseline + 2,
+            lambda: _threads_of(pid) <= baseline + THREAD_SLACK,
             timeout=30,
             message=lambda: problem(
                 f"server threads {_threads_of(pid)} after {init_rounds} Inits, "

@@ -59,7 +59,7 @@ __all__ = [
 
 #: Module to run with ``python -m`` for the scene.
 STRESS_MODULE = "ska_tango_scheduler.testing.stress"
-#: Environment variable: seconds each stress scene runs (default 30).
+#: Environment variable: seconds each stress scene runs (default 40).
 STRESS_SECONDS_ENV = "SKA_TANGO_SCHEDULER_STRESS_SECONDS"
 
 _CHANGE = tango.EventType.CHANGE_EVENT
@@ -69,7 +69,7 @@ _HOLDER_ATTR = "myAttr3"
 _CHURN_ATTR = "myAttr4"
 
 
-def stress_seconds(default: float = 30.0) -> float:
+def stress_seconds(default: float = 40.0) -> float:
     """Return the scene duration from :data:`STRESS_SECONDS_ENV`.
 
     Args:
@@ -330,7 +330,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--canary-hz", type=float, default=20.0)
     add("--flood-hz", type=float, default=50.0)
     add("--holder-hz", type=float, default=5.0)
-    add("--holder-threads", type=int, default=2)
+    add("--holder-threads", type=int, default=3)
     add("--holders-kept", type=int, default=2)
     add("--holder-pause", type=float, default=0.05)
     add(
@@ -343,7 +343,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--churn-threads", type=int, default=2)
     add("--lrc-threads", type=int, default=1)
     add("--lrc-pause", type=float, default=0.1)
-    add("--churn-pause", type=float, default=0.1)
+    add("--churn-pause", type=float, default=0.05)
     add("--diagnostics-threads", type=int, default=3)
     add("--diagnostics-pause", type=float, default=0.0)
     add("--report-every", type=float, default=0.5)
