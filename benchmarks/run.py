@@ -44,7 +44,7 @@ FULL: dict[str, dict[str, Any]] = {
     "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 30.0},
     "startup": {"repeats": 5, "down_s": 3.0},
     "lrc": {"commands": 100, "quiet_hz": 50.0},
-    "stress": {"servers": 3, "seconds": 30.0, "repeats": 2},
+    "stress": {"servers": 5, "seconds": 30.0, "repeats": 2},
 }
 
 #: Parameters of the smoke run.
@@ -62,7 +62,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 10.0},
     "startup": {"repeats": 2, "down_s": 2.0},
     "lrc": {"commands": 20, "quiet_hz": 50.0},
-    "stress": {"servers": 2, "seconds": 5.0, "repeats": 1},
+    "stress": {"servers": 2, "seconds": 3.0, "repeats": 1},
 }
 
 _TANGO_BENCHMARKS: dict[str, Callable[[Bed, dict[str, Any]], BenchResult]] = {
