@@ -18,7 +18,8 @@ it with real device servers:
   ``SchedulerMixin`` device server whose two devices run ``Init`` in loops while
   clients read every diagnostic attribute and follow their change events. The
   server must answer throughout, keep no extra threads, and exit with status 0
-  within 10 s of SIGTERM.
+  within 10 s of SIGTERM (on PyTango 9.5, which installs no SIGTERM handler in a
+  server, the signal's default action ends it at once: status -15).
 
 Each scene runs for :data:`~ska_tango_scheduler.testing.stress.STRESS_SECONDS_ENV`
 seconds (default 40).
@@ -45,6 +46,7 @@ from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
 from ska_tango_scheduler.testing.stress import run_stress_scene, stress_seconds
 
 CHANGE = tango.EventType.CHANGE_EVENT
+_PYTANGO_MAJOR = int(tango.__version__.split(".")[0])
 SECONDS = stress_seconds()
 #: Seconds without progress that count as a stall.
 STALL_AFTER = 10.0
@@ -279,7 +281,11 @@ def test_mixin_server_survives_init_with_readers_and_followers(
     start = time.monotonic()
     status = server.stop(grace=10.0)
     took = time.monotonic() - start
-    assert status == 0 and took < 10.0, (
+    # PyTango 10 ends a server on SIGTERM through delete_device and exits with 0.
+    # PyTango 9.5 installs no SIGTERM handler in a server: the signal's default
+    # action ends it at once (status -15), without delete_device.
+    clean = {0} if _PYTANGO_MAJOR >= 10 else {0, -signal.SIGTERM}
+    assert status in clean and took < 10.0, (
         f"after SIGTERM the server exited with status {status} after {took:.1f} s "
         f"(SIGKILL after 10 s); log {server.log_path}:\n{server.log_tail(8000)}"
     )

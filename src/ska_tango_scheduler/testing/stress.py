@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import faulthandler
 import gc
 import json
@@ -67,6 +68,7 @@ _CANARY_ATTR = "myAttr1"
 _FLOOD_ATTR = "myAttr2"
 _HOLDER_ATTR = "myAttr3"
 _CHURN_ATTR = "myAttr4"
+_DECODER = json.JSONDecoder()
 
 
 def stress_seconds(default: float = 40.0) -> float:
@@ -546,7 +548,10 @@ def run_stress_scene(
             for line in lines:
                 kind, _, payload = line.partition(" ")
                 if kind in ("PROGRESS", "SUMMARY"):
-                    report = json.loads(payload)
+                    try:  # cppTango may write into the middle of a line
+                        report = _DECODER.raw_decode(payload)[0]
+                    except ValueError:
+                        continue
                     result.summary.update(report)
                     last_report = now
                     if report["canary"] > canary:
@@ -556,7 +561,8 @@ def run_stress_scene(
                     if kind == "SUMMARY":
                         done = True
                 elif kind == "STUCK":
-                    result.summary["stuck"] = json.loads(payload)
+                    with contextlib.suppress(ValueError):
+                        result.summary["stuck"] = _DECODER.raw_decode(payload)[0]
             if done:
                 continue  # the child is ending: only its exit is awaited now
             if canary_at is None:
