@@ -12,6 +12,11 @@
 #   make bench             benchmarks against plain PyTango -> docs/benchmarks.md (~7 min)
 #   make bench-quick       benchmark smoke run (< 2 min) -> build/bench-quick/
 #   make interop STB_GIT=DIR  tests/interop against the real ska-tango-base (not part of test)
+#   make oci-build         build the OCI image, tagged as the Helm chart names it
+#                          (BUILD_IMAGE=... BASE_IMAGE=... override SKA's base images)
+#   make chart-test UTIL_GIT=DIR  helm lint + template with ska-tango-util from DIR (a git
+#                          folder of ska-tango-charts), then run the rendered servers on
+#                          127.0.0.1 from .venv and inside the image (not part of test)
 #
 # The virtual environments are (re)built when pyproject.toml changes or the PyTango pin
 # changes. Only python3 and access to PyPI are needed.
@@ -39,12 +44,24 @@ STB_GIT ?=
 STB_TAG ?= 1.3.2
 INTEROP ?= build/interop
 
+# make oci-build: SKA's build and runtime images are the Dockerfile's defaults; set both to
+# build on other bases (any Debian-like image with python3 and its venv module).
+BUILD_IMAGE ?=
+BASE_IMAGE ?=
+DOCKER ?= docker
+OCI_BUILD_ARGS ?=
+# make chart-test: a git folder of ska-telescope/ska-tango-charts (the tags Chart.yaml names),
+# and the build folder (helm, the chart with its dependencies, dsconfig, logs).
+UTIL_GIT ?=
+CHART_TEST ?= build/chart-test
+CHART_TEST_STAMP := $(CHART_TEST)/dsconfig/.installed-pytango-$(PYTANGO_NEW)
+
 .PHONY: help test python-lint python-format python-test python-test-old demo venv venv-old \
-	chart-lint docs package-test bench bench-quick interop \
+	chart-lint docs package-test bench bench-quick interop oci-build chart-test \
 	clean distclean
 
 help:
-	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
 
 # Create a virtual environment in $(1); fall back to virtualenv when this Python has no
 # working venv module (e.g. Debian without python3-venv).
@@ -114,7 +131,7 @@ python-test-old: $(VENV_STAMP) $(VENV_OLD_STAMP)
 		$(VENV_OLD)/bin/python -m pytest $(PYTEST_ARGS)
 
 chart-lint: $(VENV_STAMP)
-	@echo "== yamllint (Helm chart; its Go templates are checked by tests/unit/test_chart.py)"
+	@echo "== yamllint (Helm chart; its Go templates: tests/unit/test_chart.py, and make chart-test)"
 	$(VENV)/bin/yamllint --strict .yamllint charts
 
 # -W: warnings are errors. -E: read every source again, so that warnings of unchanged
@@ -160,6 +177,32 @@ interop:
 		rm -f $(INTEROP)/.built-* && touch "$(INTEROP)/.built-$$head-$(STB_TAG)"; \
 	fi
 	$(INTEROP)/venv/bin/python -m pytest tests/interop -p no:cacheprovider $(PYTEST_ARGS)
+
+# The image is tagged <image.registry>/<image.image>:<appVersion> read from the chart.
+oci-build: $(VENV_STAMP)
+	@image=$$($(VENV)/bin/python tools/chart_rehearsal.py image-name) || exit 1; \
+	echo "== $(DOCKER) build -> $$image"; \
+	$(DOCKER) build --network host -t "$$image" \
+		--build-arg PYTANGO_VERSION=$(PYTANGO_NEW) \
+		--build-arg VERSION=$$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml) \
+		$(if $(BUILD_IMAGE),--build-arg BUILD_IMAGE=$(BUILD_IMAGE)) \
+		$(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		$(OCI_BUILD_ARGS) .
+
+# dsconfig (json2tango, what the chart's configuration Job runs) in its own environment.
+$(CHART_TEST_STAMP):
+	$(call make_venv,$(CHART_TEST)/dsconfig)
+	$(CHART_TEST)/dsconfig/bin/python -m pip install $(PIP_FLAGS) dsconfig "pytango==$(PYTANGO_NEW)"
+	@rm -f $(CHART_TEST)/dsconfig/.installed-pytango-*
+	@touch $@
+
+# Skips (exit 0, a SKIPPED line) without UTIL_GIT; the image part skips without Docker.
+chart-test: $(VENV_STAMP)
+	@if [ -z "$(UTIL_GIT)" ]; then \
+		$(VENV)/bin/python tools/chart_rehearsal.py run; exit 0; fi; \
+	$(MAKE) --no-print-directory $(CHART_TEST_STAMP) && \
+	$(VENV)/bin/python tools/chart_rehearsal.py run --util-git "$(UTIL_GIT)" \
+		--work "$(CHART_TEST)" --json2tango-bin "$(CHART_TEST)/dsconfig/bin"
 
 clean:
 	rm -rf build dist docs/_build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache \

@@ -21,7 +21,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import dispatch, isolation, lrc, memory, report, startup, streams, stress, throughput
+from . import (
+    diagnostics,
+    dispatch,
+    isolation,
+    lrc,
+    memory,
+    report,
+    startup,
+    streams,
+    stress,
+    throughput,
+)
 from ._bed import Bed
 from ._common import BenchResult, Row, environment_summary
 
@@ -45,6 +56,7 @@ FULL: dict[str, dict[str, Any]] = {
     "startup": {"repeats": 5, "down_s": 3.0},
     "lrc": {"commands": 100, "quiet_hz": 50.0},
     "stress": {"servers": 5, "seconds": 30.0, "repeats": 2},
+    "diagnostics": {"rate": 4000.0, "seconds": 5.0, "repeats": 2},
 }
 
 #: Parameters of the smoke run.
@@ -63,6 +75,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "startup": {"repeats": 2, "down_s": 2.0},
     "lrc": {"commands": 20, "quiet_hz": 50.0},
     "stress": {"servers": 2, "seconds": 3.0, "repeats": 1},
+    "diagnostics": {"rate": 4000.0, "seconds": 2.0, "repeats": 1},
 }
 
 _TANGO_BENCHMARKS: dict[str, Callable[[Bed, dict[str, Any]], BenchResult]] = {
@@ -73,8 +86,19 @@ _TANGO_BENCHMARKS: dict[str, Callable[[Bed, dict[str, Any]], BenchResult]] = {
     "startup": startup.run,
     "lrc": lrc.run,
     "stress": stress.run,
+    "diagnostics": diagnostics.run,
 }
-ORDER = ("throughput", "streams", "isolation", "memory", "startup", "lrc", "stress", "dispatch")
+ORDER = (
+    "throughput",
+    "streams",
+    "isolation",
+    "memory",
+    "startup",
+    "lrc",
+    "stress",
+    "diagnostics",
+    "dispatch",
+)
 
 
 def _git_revision() -> str:

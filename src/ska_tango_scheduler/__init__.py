@@ -10,6 +10,12 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import control_model, long_running_commands, type_hints
 from ._backoff import BackoffPolicy
+from ._checks import (
+    MAX_ATTEMPT_TIMEOUT,
+    MAX_QUEUE_SIZE,
+    MAX_SLOW_CALLBACK_DURATION,
+    MAX_THREAD_COUNT,
+)
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
 from .control_model import ResultCode, TaskStatus
 from .diagnostics import (
@@ -19,6 +25,7 @@ from .diagnostics import (
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
+    StreamStatus,
     Totals,
     WorkerDiagnostics,
 )
@@ -54,6 +61,10 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "DIAGNOSTIC_ATTRIBUTES",
     "LATENCY_WINDOW",
+    "MAX_ATTEMPT_TIMEOUT",
+    "MAX_QUEUE_SIZE",
+    "MAX_SLOW_CALLBACK_DURATION",
+    "MAX_THREAD_COUNT",
     "SAFE_MONITOR_RELEASE",
     "BackoffDiagnostics",
     "BackoffPolicy",
@@ -68,6 +79,7 @@ __all__ = [
     "SchedulerShutdownError",
     "StreamDiagnostics",
     "StreamNotFoundError",
+    "StreamStatus",
     "Totals",
     "UnknownCallbackError",
     "WorkerDiagnostics",

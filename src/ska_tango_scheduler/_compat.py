@@ -15,6 +15,7 @@ from typing import Any
 
 import tango
 
+from ._tango_errors import describe_errors, dev_failed, errors_of
 from ._trl import DeviceKey, parse_device_trl, split_tango_host
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "is_subscription_outcome",
     "make_error_event",
     "proxy_key",
+    "reports_missed_events",
     "server_starting",
     "subscribe",
     "unsubscribe",
@@ -150,12 +152,8 @@ def host_not_answering(key: DeviceKey, problem: str) -> tango.DevFailed:
         A ``DevFailed`` with reason ``API_CantConnectToDatabase`` (or
         ``API_CantConnectToDevice`` for a device named without a database).
     """
-    err = tango.DevError()
-    err.reason = "API_CantConnectToDatabase" if key.dbase else "API_CantConnectToDevice"
-    err.desc = f"Cannot reach {key.trl}: {problem}"
-    err.origin = "ska_tango_scheduler"
-    err.severity = tango.ErrSeverity.ERR
-    return tango.DevFailed(err)
+    reason = "API_CantConnectToDatabase" if key.dbase else "API_CantConnectToDevice"
+    return dev_failed(reason, f"Cannot reach {key.trl}: {problem}")
 
 
 def create_proxy(key: DeviceKey) -> tango.DeviceProxy:
@@ -250,39 +248,24 @@ def is_subscription_outcome(event: Any) -> bool:
     return event_reason(event) in ("SubSuccess", "SubFail")
 
 
-def errors_of(exc: BaseException) -> tuple[tango.DevError, ...]:
-    """Return the Tango errors of an exception, converting other exceptions.
+#: Reason of the error event Tango sends when ZeroMQ discarded events of a
+#: subscription that is still working (the consumer fell behind).
+MISSED_EVENTS_REASON = "API_MissedEvents"
+
+
+def reports_missed_events(event: Any) -> bool:
+    """Tell whether an error event only says that events were lost on the way.
+
+    Such an event does not mean the subscription failed: it goes on delivering.
 
     Args:
-        exc: A ``DevFailed`` or any other exception.
+        event: A Tango event.
 
     Returns:
-        The ``DevError`` stack, never empty.
+        True if the event's first error has reason ``API_MissedEvents``.
     """
-    if isinstance(exc, tango.DevFailed) and exc.args:
-        return tuple(exc.args)
-    err = tango.DevError()
-    err.reason = "PyAPI_SchedulerError"
-    err.desc = f"{type(exc).__name__}: {exc}"
-    err.origin = "ska_tango_scheduler"
-    err.severity = tango.ErrSeverity.ERR
-    return (err,)
-
-
-def describe_errors(errors: Sequence[Any]) -> str:
-    """Summarise an error stack as ``"REASON: description"`` of its first error.
-
-    Args:
-        errors: ``DevError`` objects.
-
-    Returns:
-        A one-line text.
-    """
-    if not errors:
-        return ""
-    first = errors[0]
-    desc = " ".join(str(getattr(first, "desc", "")).split())
-    return f"{getattr(first, 'reason', '?')}: {desc}"
+    errors: Sequence[Any] = getattr(event, "errors", None) or ()
+    return bool(errors) and str(getattr(errors[0], "reason", "")) == MISSED_EVENTS_REASON
 
 
 def make_error_event(

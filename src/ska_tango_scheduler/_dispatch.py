@@ -32,18 +32,20 @@ the next event.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import functools
 import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from ._queues import Counters, EventQueue, Sink
+from ._threads import ThreadContext, start_thread
 from ._window import LENGTH, BusyWindow
 
 __all__ = [
@@ -56,7 +58,6 @@ __all__ = [
     "run_callbacks",
 ]
 
-ThreadContext = Callable[[], AbstractContextManager[Any]]
 
 #: Seconds an idle worker waits for more work (sleeping, not wakeable)
 #: before it parks on the condition. During a burst, events then reach a
@@ -76,6 +77,8 @@ _FLUSH = 0.1
 # worker starts; the benchmarks turn it off to measure what it costs).
 _TRACK = True
 _get_ident = threading.get_ident
+# Makes the intake lock (a test substitutes one that records its holder).
+_new_lock = _thread.allocate_lock
 
 
 class RateLimitedLogger:
@@ -274,6 +277,30 @@ class Dispatcher:
     Events of one queue are delivered in order by one worker at a time; up to
     ``thread_count`` queues are served at once.
 
+    The intake lock: every field shared between Tango's event thread, the
+    workers and snapshots (the queues' items and counts, the ready ring, the
+    idle workers, the totals) is changed only under one lock, and that lock
+    is held ONLY across plain field updates: appends and pops on deques of
+    objects that already exist, int counters, flags. Nothing under it
+    creates a garbage-collected object (no tuple, list, dict, iterator,
+    bound method, Condition, logging) or drops the last reference to an
+    event. So no garbage collection, and hence no ``DeviceProxy``
+    destructor (which waits for Tango's event thread), can ever run while
+    the lock is held, and Tango's event thread, which takes it in
+    :meth:`put`, only ever waits for a few plain field updates. The
+    critical sections are :meth:`put`, the marked blocks of ``_work``,
+    :meth:`stop`, :meth:`discard_queued` and :meth:`count_callback_errors`;
+    keep them that way
+    (``tests/unit/test_dispatch.py`` runs them with a collection at every
+    allocation and fails if one starts inside). Snapshots read the counters
+    without it (see :meth:`sink_counts`).
+
+    Workers park on a lock of their own (a raw lock used as a binary
+    semaphore): a worker with nothing to do puts its wake-up lock in the
+    idle stack under the intake lock and then blocks on it with the intake
+    lock free; whoever wakes it pops it under the intake lock and releases
+    it after letting the intake lock go.
+
     Attributes:
         totals: Counts over every queue this dispatcher ever served (its
             ``window`` is unused).
@@ -306,19 +333,18 @@ class Dispatcher:
         self._logger = logger
         self._limited = RateLimitedLogger(logger)
         self._thread_context = thread_context
-        self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        # The intake lock (see the class doc for what may run under it).
+        self._lock: Any = _new_lock()
         self._ready: deque[EventQueue] = deque()
         self._stopping = False
-        # Workers waiting on the condition, and workers lingering (see LINGER).
-        self._parked = 0
+        # Wake-up locks of the parked workers (each held, i.e. "not signalled",
+        # until its waker releases it), and the number of lingering workers.
+        self._idle: deque[Any] = deque()
         self._lingering = 0
         self.totals = Counters()
         self.received = 0
-        self._threads = [
-            threading.Thread(target=self._work, args=(i,), name=f"{name}.worker-{i}", daemon=True)
-            for i in range(thread_count)
-        ]
+        # Started by start() (see _threads.start_thread).
+        self._threads: list[threading.Thread] = []
         self._busy = [BusyWindow(LENGTH) for _ in range(thread_count)]
         self._idents: frozenset[int] = frozenset()
 
@@ -326,6 +352,11 @@ class Dispatcher:
     def threads(self) -> tuple[threading.Thread, ...]:
         """The worker threads."""
         return tuple(self._threads)
+
+    @property
+    def parked(self) -> int:
+        """Number of workers parked with nothing to do (a racy look, for tests)."""
+        return len(self._idle)
 
     def in_worker(self) -> bool:
         """Tell whether the calling thread is one of the workers."""
@@ -341,26 +372,21 @@ class Dispatcher:
             ``(thread name, fraction from 0.0 to 1.0)`` per worker.
         """
         now = _clock() if now is None else now
+        threads = self._threads
         return [
-            (thread.name, busy.fraction(now) if thread.ident is not None else 0.0)
-            for thread, busy in zip(self._threads, self._busy, strict=True)
+            (
+                f"{self.name}.worker-{index}",
+                busy.fraction(now) if index < len(threads) else 0.0,
+            )
+            for index, busy in enumerate(self._busy)
         ]
-
-    def count_callback_errors(self, count: int, slow: int = 0) -> None:
-        """Add callback errors (and slow callbacks) to :attr:`totals`.
-
-        Args:
-            count: How many callbacks raised.
-            slow: How many callbacks were slow.
-        """
-        with self._lock:
-            self.totals.callback_errors += count
-            self.totals.slow_callbacks += slow
 
     def start(self) -> None:
         """Start the worker threads."""
-        for thread in self._threads:
-            thread.start()
+        self._threads = [
+            start_thread(f"{self.name}.worker-{i}", functools.partial(self._work, i), daemon=True)
+            for i in range(self.thread_count)
+        ]
         self._idents = frozenset(t.ident for t in self._threads if t.ident is not None)
 
     def new_queue(self, maxsize: int, name: str | None = None) -> EventQueue:
@@ -386,8 +412,10 @@ class Dispatcher:
         """
         return isinstance(queue, EventQueue) and queue._owner is self  # noqa: SLF001
 
+    # -- critical sections: plain field updates only (see the class doc) -----
+
     def put(self, queue: EventQueue, sink: Sink, payload: Any) -> None:
-        """Queue an event; never blocks on anything but this short lock.
+        """Queue an event; waits at most for a few plain field updates.
 
         Safe to call from the Tango event thread. When the queue is full its
         oldest event is discarded (and counted).
@@ -397,25 +425,135 @@ class Dispatcher:
             sink: Where the event is delivered.
             payload: The event.
         """
-        entry = (sink, payload, _clock())
-        # A discarded event is released after the lock (see _discard_oldest).
+        entry = (sink, payload, _clock())  # built before the lock
         discarded = None
-        with self._lock:
+        wake = None
+        lock = self._lock
+        lock.acquire()
+        try:
             items = queue._items  # noqa: SLF001
             if len(items) >= queue.maxsize:
-                discarded = queue._discard_oldest(self.totals)  # noqa: SLF001
+                discarded = items.popleft()
+                queue.counters.dropped += 1
+                discarded[0].counters.dropped += 1
+                self.totals.dropped += 1
             items.append(entry)
+            sink.counters.received += 1
             self.received += 1
             if not queue._held:  # noqa: SLF001 - neither waiting in the ring nor served
                 queue._held = True  # noqa: SLF001
                 self._ready.append(queue)
-                if self._parked and not self._lingering:
-                    self._cond.notify()
-        del discarded  # released here, with the lock free
+                if self._idle and not self._lingering:
+                    wake = self._idle.pop()
+        finally:
+            lock.release()
+        if wake is not None:
+            wake.release()
+        # ``discarded`` (maybe the last reference to an event) goes here, lock free.
+
+    def discard_queued(self, queue: EventQueue) -> int:
+        """Discard the events still waiting in a queue, counted as dropped.
+
+        For a scheduler that is shut down: its queued events would otherwise
+        keep their streams (and the events their proxies) alive. One event
+        is taken per critical section and released after it.
+
+        Args:
+            queue: A queue of this dispatcher.
+
+        Returns:
+            How many events were discarded.
+        """
+        count = 0
+        items = queue._items  # noqa: SLF001
+        lock = self._lock
+        while True:
+            entry = None
+            lock.acquire()
+            try:
+                if items:
+                    entry = items.popleft()
+                    queue.counters.dropped += 1
+                    entry[0].counters.dropped += 1
+                    self.totals.dropped += 1
+            finally:
+                lock.release()
+            if entry is None:
+                return count
+            count += 1
+            entry = None  # released here, with the lock free
+
+    def count_callback_errors(self, count: int, slow: int = 0) -> None:
+        """Add callback errors (and slow callbacks) to :attr:`totals`.
+
+        Args:
+            count: How many callbacks raised.
+            slow: How many callbacks were slow.
+        """
+        lock = self._lock
+        lock.acquire()
+        try:
+            self.totals.callback_errors += count
+            self.totals.slow_callbacks += slow
+        finally:
+            lock.release()
+
+    # Snapshots read counters WITHOUT the intake lock: a reader that holds the
+    # GIL while Tango's event thread waits for the lock would make that thread
+    # wait for the GIL too (a whole switch interval) each time they meet. Each
+    # counter only grows and is read once; reading ``received`` last makes
+    # ``received - delivered - dropped`` (the events still queued) never negative.
+
+    def sink_counts(self, sink: Sink) -> tuple[int, int, int]:
+        """Read a sink's counts (no lock; see above).
+
+        Args:
+            sink: A stream (or any sink of this dispatcher).
+
+        Returns:
+            ``(queued, delivered, dropped)``; received is their sum.
+        """
+        counters = sink.counters
+        delivered = counters.delivered
+        dropped = counters.dropped
+        received = counters.received
+        return received - delivered - dropped, delivered, dropped
+
+    def queue_counts(self, queue: EventQueue) -> tuple[int, int, int]:
+        """Read a queue's counts (no lock; see above).
+
+        Args:
+            queue: A queue of this dispatcher.
+
+        Returns:
+            ``(depth, delivered, dropped)``; received is their sum.
+        """
+        counters = queue.counters
+        delivered = counters.delivered
+        dropped = counters.dropped
+        return len(queue._items), delivered, dropped  # noqa: SLF001
+
+    def total_counts(self) -> tuple[int, int, int, int, int]:
+        """Read the dispatcher's totals (no lock; see above).
+
+        Returns:
+            ``(received, delivered, dropped, callback_errors, slow_callbacks)``;
+            queued is received - delivered - dropped.
+        """
+        totals = self.totals
+        delivered = totals.delivered
+        dropped = totals.dropped
+        return (
+            self.received,
+            delivered,
+            dropped,
+            totals.callback_errors,
+            totals.slow_callbacks,
+        )
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the dispatcher lock, for a consistent snapshot of counters.
+        """Hold the intake lock (tests only: nothing that allocates may run inside).
 
         Yields:
             Nothing; counters do not change inside the block.
@@ -435,9 +573,20 @@ class Dispatcher:
         Returns:
             True if every worker (other than the calling thread) has ended.
         """
-        with self._lock:
-            self._stopping = True
-            self._cond.notify_all()
+        lock = self._lock
+        idle = self._idle
+        lock.acquire()
+        self._stopping = True
+        lock.release()
+        while True:  # wake every parked worker, one at a time
+            wake = None
+            lock.acquire()
+            if idle:
+                wake = idle.pop()
+            lock.release()
+            if wake is None:
+                break
+            wake.release()
         deadline = None if timeout is None else time.monotonic() + timeout
         current = threading.current_thread()
         for thread in self._threads:
@@ -447,41 +596,26 @@ class Dispatcher:
             thread.join(remaining)
         return not any(t.is_alive() for t in self._threads if t is not current)
 
-    def _next(self, queue: EventQueue | None, lingered: bool) -> EventQueue | None:
-        """Choose the queue to serve next (lock held); None: linger, or stop.
-
-        Args:
-            queue: The queue whose event was just delivered, if any.
-            lingered: Whether the worker has already lingered without work.
-        """
-        ready = self._ready
-        if queue is not None:
-            if not queue._items:  # noqa: SLF001
-                queue._held = False  # noqa: SLF001
-            elif ready:
-                ready.append(queue)  # still held: it waits for its turn
-            else:
-                return queue  # nobody else waits: go on with it
-        if lingered and not ready and not self._stopping:
-            self._parked += 1
-            while not ready and not self._stopping:
-                self._cond.wait()
-            self._parked -= 1
-        if self._stopping or not ready:
-            return None
-        queue = ready.popleft()
-        if ready and self._parked:
-            self._cond.notify()  # more work than this worker: wake another
-        return queue
-
-    def _work(self, index: int) -> None:
+    def _work(self, index: int) -> None:  # noqa: C901, PLR0912, PLR0915 - the hot loop, inlined
         lock = self._lock
+        acquire, release = lock.acquire, lock.release
+        ready = self._ready
+        idle = self._idle
         totals = self.totals
         busy = self._busy[index]
         clock = _clock
         slow_after = math.inf if self.slow_after is None else self.slow_after
         track = _TRACK
+        # This worker's wake-up lock: held except between its waker's release
+        # and the worker's next park.
+        me = _thread.allocate_lock()
+        me.acquire()
         queue: EventQueue | None = None
+        entry: Any = None
+        sink: Any = None
+        payload: Any = None
+        arrival = 0.0
+        dropped = 0
         lingered = False
         # Busy time is summed here and handed to the window every _FLUSH s.
         busy_sum = 0.0
@@ -489,32 +623,70 @@ class Dispatcher:
             busy.started = last_yield = clock()
             flush_at = last_yield + _FLUSH
             while True:
-                with lock:
-                    queue = self._next(queue, lingered)
-                    if queue is None:
-                        if self._stopping:
-                            return
-                        self._lingering += 1
-                    elif self._stopping:
-                        return
+                # What to do after the critical section: 0 deliver, 1 linger,
+                # 2 park, 3 stop.
+                wake = None
+                acquire()
+                # ---- intake lock held: plain field updates only ----
+                try:
+                    if queue is not None:
+                        if not queue._items:  # noqa: SLF001
+                            queue._held = False  # noqa: SLF001
+                            queue = None  # (an empty queue: nothing heavy is released)
+                        elif ready:
+                            ready.append(queue)  # still held: it waits for its turn
+                            queue = None
+                    if self._stopping:
+                        action = 3
+                    elif queue is None and not ready:
+                        if lingered:
+                            idle.append(me)
+                            action = 2
+                        else:
+                            self._lingering += 1
+                            action = 1
                     else:
-                        sink, payload, arrival = queue._items.popleft()  # noqa: SLF001
-                        queue.counters.delivered += 1
+                        if queue is None:
+                            queue = ready.popleft()
+                            if ready and idle:
+                                wake = idle.pop()  # more work than this worker
+                        items = queue._items  # noqa: SLF001
+                        # Indexing, not unpacking: Python 3.11's generic
+                        # UNPACK_SEQUENCE makes an iterator (an allocation).
+                        entry = items.popleft()
+                        sink = entry[0]
+                        payload = entry[1]
+                        arrival = entry[2]
                         sink.counters.delivered += 1
+                        queue.counters.delivered += 1
                         totals.delivered += 1
                         dropped = queue.counters.dropped
-                if queue is None:
+                        action = 0
+                finally:
+                    release()
+                # ---- intake lock free ----
+                if wake is not None:
+                    wake.release()
+                if action == 3:
+                    return
+                if action == 2:
+                    me.acquire()  # parked until a waker releases it
+                    last_yield = clock()
+                    continue
+                if action == 1:
                     if busy_sum:
                         busy.add(clock(), busy_sum)
                         busy_sum = 0.0
                     # Wait a little for more work without being woken per event.
                     time.sleep(LINGER)
-                    with lock:
-                        self._lingering -= 1
+                    acquire()
+                    self._lingering -= 1
+                    release()
                     lingered = True
                     last_yield = clock()
                     continue
                 lingered = False
+                assert queue is not None  # noqa: S101 - for the type checker
                 if dropped != queue._reported_drops:  # noqa: SLF001
                     self._report_drops(queue, dropped)
                 if track:
@@ -544,10 +716,9 @@ class Dispatcher:
                         busy.add(end, busy_sum)
                         busy_sum = 0.0
                         flush_at = end + _FLUSH
-                # Release the event here, not when the next one is taken under the
-                # lock: its release can run a DeviceProxy destructor, which may wait
-                # for Tango's event thread while that thread waits in put().
-                del sink, payload
+                # Release the event here, with the lock free: its release can run
+                # a DeviceProxy destructor, which may wait for Tango's event thread.
+                entry = sink = payload = None
                 if end - last_yield > YIELD_INTERVAL:
                     # Let Tango's event thread have the GIL (see the module doc).
                     time.sleep(0)

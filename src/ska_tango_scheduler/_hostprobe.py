@@ -20,6 +20,8 @@ import threading
 import time
 import weakref
 
+from . import _exit
+
 __all__ = ["HostProbe"]
 
 _OBJECT_KEY = b"database"
@@ -170,5 +172,6 @@ def _at_exit() -> None:
         probe.close()
 
 
-with contextlib.suppress(AttributeError, RuntimeError):  # private, but since Python 3.9
-    threading._register_atexit(_at_exit)  # type: ignore[attr-defined]  # noqa: SLF001
+# Interrupt probes in progress when new work is refused, and close any left at the end.
+_exit.at_exit(_exit.REFUSE_NEW_WORK, _at_exit)
+_exit.at_exit(_exit.CLOSE_PROBES, _at_exit)

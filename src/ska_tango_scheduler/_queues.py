@@ -2,7 +2,8 @@
 
 This module is part of the pure core: it never imports :mod:`tango`.
 A queue does no locking of its own; the dispatcher that owns it serialises
-every access under its lock.
+every access under its intake lock (plain field updates only: see
+:class:`._dispatch.Dispatcher`).
 
 Each entry is ``(sink, payload, arrival)``: where the event goes, the event,
 and the monotonic time at which it was put (for the queue-wait statistics).
@@ -31,16 +32,19 @@ _queue_numbers = itertools.count(1)
 class Counters:
     """Event accounting for one stream (sink) or queue.
 
-    What was received is not counted separately on the event thread (to keep
-    its share of each event small): every event put is delivered, dropped or
-    still queued, so ``received == delivered + dropped + queued`` gives it.
-    The dispatcher counts its total of received events on its own.
+    Every event put is delivered, dropped or still queued: for a sink,
+    ``received - delivered - dropped`` is what still waits; for a queue,
+    ``delivered + dropped + len(queue)`` is what it received. The dispatcher
+    counts its total of received events on its own.
 
     Attributes:
         delivered: Events taken off the queue by a worker for delivery to the
             callbacks of their stream (an event of a stream that has no
             callback left is delivered to nobody but still counted here).
         dropped: Events discarded because the queue was full.
+        received: Events put (counted by the dispatcher for sinks, so that a
+            snapshot needs no walk over the queue; for queues it stays 0: a
+            queue's depth is its length).
         callback_errors: Exceptions raised by callbacks.
         slow_callbacks: Callbacks that ran longer than the scheduler's
             ``slow_callback_duration``.
@@ -50,6 +54,7 @@ class Counters:
 
     delivered: int = 0
     dropped: int = 0
+    received: int = 0
     callback_errors: int = 0
     slow_callbacks: int = 0
     window: SampleWindow = field(default_factory=lambda: SampleWindow(LENGTH), repr=False)
@@ -125,23 +130,6 @@ class EventQueue:
     def __repr__(self) -> str:
         """Return a short description."""
         return f"<EventQueue {self.name!r} {len(self._items)}/{self.maxsize}>"
-
-    def _discard_oldest(self, totals: Counters) -> Entry:
-        """Discard the oldest event and count it as dropped.
-
-        Args:
-            totals: Owner-wide counters, updated too.
-
-        Returns:
-            The discarded entry. The caller keeps it until it has released its
-            lock: releasing a Tango event can run a ``DeviceProxy`` destructor,
-            which may wait for Tango's event thread.
-        """
-        entry = self._items.popleft()
-        self.counters.dropped += 1
-        entry[0].counters.dropped += 1
-        totals.dropped += 1
-        return entry
 
     @property
     def received(self) -> int:

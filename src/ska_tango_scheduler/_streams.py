@@ -49,6 +49,7 @@ from __future__ import annotations
 import enum
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -65,8 +66,8 @@ from ._dispatch import (
     report_slow,
     run_callbacks,
 )
-from ._executor import ConnectorPool, TimerHandle
 from ._hostprobe import HostProbe
+from ._lanes import ConnectorPool, TimerHandle
 from ._queues import Counters, EventQueue
 from ._trl import DeviceKey
 
@@ -171,9 +172,10 @@ class StreamContext:
         with self.lock:
             proxy = self.proxies.get(key)
         if proxy is None:
-            proxy = self.new_proxy(key)
+            made = self.new_proxy(key)
             with self.lock:
-                proxy = self.proxies.setdefault(key, proxy)
+                proxy = self.proxies.setdefault(key, made)
+            del made  # when another thread's proxy won: released with the lock free
         return proxy
 
     def forget_host(self, key: DeviceKey) -> None:
@@ -291,19 +293,25 @@ class EventStream:
     # -- Tango's event thread ------------------------------------------------
 
     def _tango_callback(self, generation: int) -> Callable[[Any], None]:
+        # The callback lives in the proxy's subscription map: it holds the
+        # stream only weakly, or a proxy still subscribed would sit in a
+        # reference cycle (proxy -> callback -> stream -> proxy) that only the
+        # garbage collector frees, running ~DeviceProxy on whatever thread it
+        # interrupts (see docs/explanation/design.rst, "The hand-off").
+        ref = weakref.ref(self)
         put = self.ctx.dispatcher.put
-        queue = self.queue
         connected = StreamState.CONNECTED
 
         def on_event(event: Any) -> None:
             # The share of Tango's event thread: keep it short. Only a
             # connected stream's good events skip the bookkeeping (reading
             # ``event_reason`` alone costs about half a microsecond).
-            if self.closed:
+            stream = ref()
+            if stream is None or stream.closed:
                 return
-            if self.state is not connected or event.err:
-                self._note_event(generation, event)
-            put(queue, self, event)
+            if stream.state is not connected or event.err:
+                stream._note_event(generation, event)  # noqa: SLF001
+            put(stream.queue, stream, event)
 
         return on_event
 
@@ -313,7 +321,13 @@ class EventStream:
             self.last_error = _compat.describe_errors(event.errors)
         if _compat.ASYNC_SUBSCRIPTION and _compat.is_subscription_outcome(event):
             self.submit(lambda: self._on_outcome(generation, event))
-        elif event.err and self.state is StreamState.CONNECTED:
+        elif (
+            event.err
+            and self.state is StreamState.CONNECTED
+            and not _compat.reports_missed_events(event)
+        ):
+            # Lost events (API_MissedEvents) are passed on, but the
+            # subscription itself still works: it is not failing.
             self.state = StreamState.FAILING
         elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
             self.state = StreamState.CONNECTED
@@ -481,6 +495,10 @@ class EventStream:
             self._unsubscribe()
         self.state = StreamState.CLOSED
         self.backoff.reset()
+        # Let the proxy and the last event (which refers to the proxy) go, here
+        # on the connector thread and with no lock held.
+        self._proxy = None
+        self.last_event = None
         self.resolve_waiters(error)
 
     def resolve_waiters(self, error: BaseException | None = None) -> None:
@@ -527,8 +545,9 @@ class EventStream:
             # Tango's keep-alive reports on a subscription that had connected:
             # it re-subscribes by itself; a subscription of ours would race it.
             if event.err:
-                self.state = StreamState.FAILING
                 self.last_error = _compat.describe_errors(tuple(event.errors))
+                if not _compat.reports_missed_events(event):
+                    self.state = StreamState.FAILING
             else:
                 self.state = StreamState.CONNECTED
                 self.last_error = ""
@@ -597,5 +616,7 @@ class EventStream:
             self._unsubscribe()  # through the old proxy, before it is replaced
             self._proxy = proxy
             with self.ctx.lock:
+                old = self.ctx.proxies.get(self.key.device)
                 self.ctx.proxies[self.key.device] = proxy
+            del old  # the replaced proxy goes here, with the lock free
         self.connect()

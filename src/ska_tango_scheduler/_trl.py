@@ -68,6 +68,19 @@ _TRL = re.compile(
 )
 
 
+# A TRL whose host is an IPv6 literal: tango://[::1]:10000/a/b/c.
+_IPV6_TRL = re.compile(r"^(?:tango:)?//\[", re.IGNORECASE)
+
+
+def _ipv6_refused(where: str) -> str:
+    """Say that IPv6 Tango hosts are not supported, and what to do instead."""
+    return (
+        f"{where!r}: IPv6 addresses are not supported as Tango hosts (cppTango cannot "
+        "parse them, in a TRL or in TANGO_HOST); name the host by a host name, or "
+        "use its IPv4 address"
+    )
+
+
 @dataclass(frozen=True)
 class DeviceKey:
     """Identity of a device, independent of how it was named.
@@ -137,7 +150,10 @@ def parse_device_trl(text: str, default_tango_host: str | None) -> DeviceKey:
 
     Accepted forms: ``"domain/family/member"``,
     ``"tango://host:port/domain/family/member"`` (also without ``tango:``),
-    each optionally ending in ``#dbase=no``.
+    each optionally ending in ``#dbase=no``. The host is a host name or an
+    IPv4 address: cppTango (9.5 and 10.3) cannot parse an IPv6 address
+    (``tango://[::1]:10000/...``, ``TANGO_HOST=[::1]:10000``), so such a
+    host is refused with a message saying so.
 
     Args:
         text: The TRL.
@@ -149,13 +165,18 @@ def parse_device_trl(text: str, default_tango_host: str | None) -> DeviceKey:
     Raises:
         TypeError: If ``text`` is not a string.
         ValueError: If ``text`` is not a device TRL (an attribute TRL with
-            four parts, for instance, or a name with non-ASCII characters).
+            four parts, for instance, or a name with non-ASCII characters),
+            or its host (or that of ``default_tango_host``) is an IPv6
+            address.
     """
     if not isinstance(text, str):
         raise TypeError(f"a device must be a tango.DeviceProxy or a TRL string, got {text!r}")
     if not text.isascii():
         raise ValueError(f"{text!r} is not a device TRL: Tango names are ASCII")
-    match = _TRL.match(text.strip())
+    stripped = text.strip()
+    if _IPV6_TRL.match(stripped):
+        raise ValueError(_ipv6_refused(text))
+    match = _TRL.match(stripped)
     if match is None:
         raise ValueError(
             f"{text!r} is not a device TRL: expected 'domain/family/member' or "
@@ -167,4 +188,6 @@ def parse_device_trl(text: str, default_tango_host: str | None) -> DeviceKey:
         host, port = match.group("host").lower(), int(match.group("port"))
     else:
         host, port = split_tango_host(default_tango_host)
+        if ":" in host or host.startswith("["):
+            raise ValueError(_ipv6_refused(f"TANGO_HOST={default_tango_host}"))
     return DeviceKey(host, port, match.group("name").lower(), dbase)

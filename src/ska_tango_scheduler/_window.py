@@ -95,7 +95,7 @@ class SampleWindow:
         length: Window length in seconds.
     """
 
-    __slots__ = ("_buckets", "_current", "_end", "_width", "last_at")
+    __slots__ = ("_buckets", "_cache", "_current", "_end", "_width", "last_at")
 
     def __init__(self, length: float = LENGTH) -> None:
         """Create an empty window."""
@@ -106,6 +106,8 @@ class SampleWindow:
         self._end = -math.inf
         #: Time of the most recent sample (-inf before the first).
         self.last_at = -math.inf
+        # (first bucket index, sample count) -> the stats computed for them.
+        self._cache: tuple[int, int, WindowStats] | None = None
 
     def add(self, now: float, wait: float, duration: float) -> None:
         """Record one delivered event (the single writer's thread only).
@@ -148,13 +150,28 @@ class SampleWindow:
     def stats(self, now: float) -> WindowStats:
         """Summarise the window at ``now``.
 
+        The summary (percentile included) is computed again only when the
+        window holds other samples than at the last call: a new sample
+        arrived, or a bucket left the window. A snapshot of many quiet
+        streams therefore costs a few length reads per stream.
+
         Args:
             now: Monotonic time of the snapshot.
 
         Returns:
             The statistics (zeros when nothing was delivered in the window).
         """
-        return merge([self], now)
+        first = math.floor(now / self._width) - BUCKETS + 1
+        count = 0
+        for bucket in list(self._buckets):
+            if bucket.index >= first:
+                count += len(bucket.durations)  # appended second: complete samples
+        cache = self._cache
+        if cache is not None and cache[0] == first and cache[1] == count:
+            return cache[2]
+        stats = merge([self], now) if count else WindowStats()
+        self._cache = (first, count, stats)
+        return stats
 
 
 def merge(windows: Iterable[SampleWindow], now: float) -> WindowStats:

@@ -1,8 +1,8 @@
 """A snapshot of a scheduler's state: streams, queues, retries and totals.
 
-Everything here is plain data, built under the scheduler's locks so that the
-numbers agree with each other: for every stream, every queue and the totals,
-``received == delivered + dropped + queued``. :meth:`SchedulerDiagnostics.to_dict`
+Everything here is plain data. The counts of each row are read at one
+instant, so that they agree with each other: for every stream, every queue
+and the totals, ``received == delivered + dropped + queued``. :meth:`SchedulerDiagnostics.to_dict`
 gives a structure that :func:`json.dumps` accepts as it is.
 """
 
@@ -18,6 +18,7 @@ __all__ = [
     "QueueDiagnostics",
     "SchedulerDiagnostics",
     "StreamDiagnostics",
+    "StreamStatus",
     "Totals",
     "WorkerDiagnostics",
 ]
@@ -47,6 +48,29 @@ class LatencyStats:
     max_ms: float = 0.0
     p99_ms: float = 0.0
     samples: int = 0
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    """Where one stream's subscription stands (see ``CallbackScheduler.stream_status``).
+
+    Attributes:
+        name: The stream's name, ``<attribute TRL>#<event type>``.
+        state: ``"connecting"`` (no outcome yet), ``"connected"``,
+            ``"failing"`` (the subscription failed or the device stopped
+            answering; retried) or ``"closed"``.
+        last_error: Text of the most recent error reported for the stream,
+            empty once it has connected again.
+    """
+
+    name: str
+    state: str
+    last_error: str = ""
+
+    @property
+    def failing(self) -> bool:
+        """True when the stream is failing."""
+        return self.state == "failing"
 
 
 @dataclass(frozen=True)

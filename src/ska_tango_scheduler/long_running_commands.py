@@ -25,15 +25,12 @@ process), keep the device's LRC streams connected with :func:`connect_lrc_interf
 
 from __future__ import annotations
 
-import atexit
 import collections
 import concurrent.futures
-import heapq
+import functools
 import inspect
-import itertools
 import json
 import logging
-import queue
 import threading
 import time
 import weakref
@@ -42,7 +39,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import tango
 
-from . import _compat
+from . import _compat, _exit
+from ._lanes import LaneService
 from ._queues import EventQueue
 from .control_model import (
     ACCEPTED_RESULT_CODES,
@@ -110,11 +108,17 @@ EVENTS_DROPPED_REASON = "SKA_LrcEventsDropped"
 """Reason of the error passed as ``error=`` when LRC events may have been lost."""
 
 OUTCOME_LOST_AFTER = 30.0
-"""Seconds a device may stay unreachable before its command's outcome is given up as lost.
+"""Seconds a device may go without a sign of life before its command's outcome is lost.
 
-Counted from the first sign of trouble (an error event on an LRC stream, or a status
-check the device did not answer). The callback then gets a last call with ``error=``
-(reason :data:`OUTCOME_LOST_REASON`) and the invocation ends.
+Counted from the device's last sign of life: its reply to the command, the last event
+that arrived on an LRC stream, or the last status check it answered. Once that long
+has passed, the first status check the device does not answer ends the invocation:
+the callback gets a last call with ``error=`` (reason :data:`OUTCOME_LOST_REASON`).
+While the device gives no sign of life it is checked every second, and a check that
+is not answered takes about twice the proxy's timeout (the status query, then a
+ping), so a device that freezes is given up at most about ``OUTCOME_LOST_AFTER`` + 7 s
+after its last sign of life with Tango's default 3 s timeout. (The clock used to start
+at the first error event, about 10 s into a hang, which made that 40 s and more.)
 """
 
 OUTCOME_LOST_REASON = "SKA_LrcOutcomeLost"
@@ -243,7 +247,6 @@ class LRCSubscriptionsProtocol(Protocol):
 
 _module_scheduler: CallbackScheduler | None = None
 _module_scheduler_lock = threading.Lock()
-_atexit_registered = False
 
 
 def module_callback_scheduler() -> CallbackScheduler:
@@ -255,15 +258,12 @@ def module_callback_scheduler() -> CallbackScheduler:
     Returns:
         The module-level scheduler.
     """
-    global _module_scheduler, _atexit_registered
+    global _module_scheduler
     with _module_scheduler_lock:
         if _module_scheduler is None or _module_scheduler.is_shutdown:
             _module_scheduler = CallbackScheduler(
                 thread_count=_MODULE_SCHEDULER_THREADS, name="lrc-module-scheduler"
             )
-            if not _atexit_registered:
-                atexit.register(_shutdown_module_scheduler)
-                _atexit_registered = True
         return _module_scheduler
 
 
@@ -273,6 +273,10 @@ def _shutdown_module_scheduler() -> None:
         scheduler, _module_scheduler = _module_scheduler, None
     if scheduler is not None:
         scheduler.shutdown(timeout=5.0)
+
+
+# Step 2 of the exit sequence (see _exit); the service is closed in step 3.
+_exit.at_exit(_exit.SHUT_DOWN_SCHEDULERS, _shutdown_module_scheduler)
 
 
 # --------------------------------------------------------------------------- negotiation
@@ -564,8 +568,7 @@ class _LrcSubscriptions:
 
     def __init__(self, invocation: _Invocation) -> None:
         self._invocation = invocation
-        _start_reaper()
-        self._finalizer = weakref.finalize(self, _handle_dropped, invocation)
+        self._finalizer = weakref.finalize(self, _handle_dropped, invocation, _lrc_service())
         self._finalizer.atexit = False
 
     @property
@@ -588,106 +591,42 @@ class _LrcSubscriptions:
         return repr(self._invocation)
 
 
-# Invocations whose handle was garbage-collected, for the reaper thread to release.
-# A SimpleQueue, because its put() may be called from a finalizer at any point of any
-# thread (even one holding a lock the release needs): nothing else is done there.
-_reaper_queue: queue.SimpleQueue[_Invocation] = queue.SimpleQueue()
-_reaper_lock = threading.Lock()
-_reaper_thread: threading.Thread | None = None
+# The service that runs the status checks (timers in a lane per invocation, so that
+# a device that does not answer delays no other invocation), the release of
+# invocations whose handle was garbage-collected, and the replay of early updates.
+_service: LaneService | None = None
+_service_lock = threading.Lock()
 
 
-def _handle_dropped(invocation: _Invocation) -> None:
-    """Finalizer of a handle: stop the calls at once, release the rest elsewhere."""
-    invocation.stop_calls()
-    _reaper_queue.put(invocation)
+def _lrc_service() -> LaneService:
+    """Return the LRC client's lanes service, started on first use."""
+    service = _service
+    if service is not None:
+        return service
+    # Made with no lock held (it starts a thread); the first one in is kept.
+    made = LaneService("lrc", _LOGGER, tango.EnsureOmniThread, max_threads=_CHECK_THREADS)
+    with _service_lock:
+        kept = _set_service(made)
+    if kept is not made:
+        made.close([], timeout=None)
+    return kept
 
 
-def _start_reaper() -> None:
-    global _reaper_thread
-    with _reaper_lock:
-        if _reaper_thread is not None and _reaper_thread.is_alive():
-            return
-
-        def reap() -> None:
-            with tango.EnsureOmniThread():
-                while True:
-                    invocation = _reaper_queue.get()
-                    try:
-                        invocation.unsubscribe_lrc_events()
-                    except Exception:  # noqa: BLE001 - keep the reaper alive
-                        _LOGGER.exception("Releasing %r failed", invocation)
-
-        _reaper_thread = threading.Thread(target=reap, name="lrc-reaper", daemon=True)
-        _reaper_thread.start()
+def _set_service(made: LaneService) -> LaneService:
+    global _service
+    if _service is None:
+        _service = made
+    return _service
 
 
-class _Watchdog:
-    """Runs the status checks of every invocation: a timer thread and a few workers.
+def _handle_dropped(invocation: _Invocation, service: LaneService) -> None:
+    """Finalizer of a handle: stop the calls at once, release the rest elsewhere.
 
-    The timer only hands due checks to the workers, which may wait on Tango; a
-    device that does not answer therefore delays no other invocation's timing.
+    A finaliser can run inside any allocation of any thread, even one holding a
+    lock the release needs: it takes no lock (``submit`` only puts a message).
     """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
-        self._numbers = itertools.count()
-        self._closed = False
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            _CHECK_THREADS, thread_name_prefix="lrc-check"
-        )
-        self._thread = threading.Thread(target=self._run, name="lrc-check-timer", daemon=True)
-        self._thread.start()
-
-    def later(self, delay: float, job: Callable[[], None]) -> None:
-        with self._cond:
-            if self._closed:
-                return
-            due = time.monotonic() + max(0.0, delay)
-            heapq.heappush(self._heap, (due, next(self._numbers), job))
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._heap.clear()
-            self._cond.notify()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and (not self._heap or self._heap[0][0] > time.monotonic()):
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(timeout)
-                if self._closed:
-                    return
-                _, _, job = heapq.heappop(self._heap)
-            try:
-                self._pool.submit(_in_omni_thread, job)
-            except RuntimeError:  # shut down at exit
-                return
-
-
-_watchdog: _Watchdog | None = None
-_watchdog_lock = threading.Lock()
-
-
-def _get_watchdog() -> _Watchdog:
-    global _watchdog
-    with _watchdog_lock:
-        if _watchdog is None:
-            _watchdog = _Watchdog()
-            atexit.register(_watchdog.close)
-        return _watchdog
-
-
-def _in_omni_thread(job: Callable[[], None]) -> None:
-    with tango.EnsureOmniThread():
-        try:
-            job()
-        except Exception:  # noqa: BLE001 - a bug here must not go unseen
-            _LOGGER.exception("LRC status check %r failed", job)
+    invocation.stop_calls()
+    service.submit(invocation, invocation.release_dropped)
 
 
 # An update as kept by an invocation: the stream kind and the strings or errors it carried.
@@ -742,7 +681,7 @@ class _Invocation:
         self._queues: dict[EventQueue, int] = {}
         self._last_status: str | None = None
         self._last_progress: str | None = None
-        self._replay_thread: threading.Thread | None = None
+        self._replayed: threading.Event | None = None  # set once the replay has run
         # Status checks (see invoke_lrc).
         self._rank = -1
         self._result_seen = False
@@ -750,6 +689,8 @@ class _Invocation:
         self._interval = _CHECK_INTERVAL_MIN
         self._stream_trouble = False
         self._unreachable_since: float | None = None
+        # Last sign of life of the device: the outcome-lost clock runs from it.
+        self._alive_at = time.monotonic()
         self._timer_generation = 0
         self._means: tuple[set[str], set[str]] | None = None
         self._checked_status: TaskStatus | None = None
@@ -774,6 +715,13 @@ class _Invocation:
             self._outbox.clear()
             self._early.clear()
         self._unregister()
+
+    def release_dropped(self) -> None:
+        """Unregister the callbacks of an invocation whose handle was dropped."""
+        try:
+            self.unsubscribe_lrc_events()
+        except Exception:  # noqa: BLE001 - a bug here must not go unseen
+            _LOGGER.exception("Releasing %r failed", self)
 
     def stop_calls(self) -> None:
         """Make no further call, without taking any lock (safe in a finalizer)."""
@@ -854,7 +802,7 @@ class _Invocation:
         """Learn the command id and pass on the updates that were waiting for it."""
         with self._lock:
             self._command_id = command_id
-            self._heard_at = time.monotonic()
+            self._heard_at = self._alive_at = time.monotonic()
             early = list(self._early)
             self._early.clear()
             if self._early_dropped:
@@ -877,7 +825,7 @@ class _Invocation:
         self._schedule_check(self._interval)
 
     def _replay_elsewhere(self) -> None:
-        """Deliver the kept updates on a short-lived thread of their own.
+        """Deliver the kept updates on a short-lived thread of their own (a service job).
 
         Not on the calling thread: it may hold a lock that the callback takes, and the
         caller expects ``invoke_lrc`` to return without running user code. Not on a
@@ -885,18 +833,17 @@ class _Invocation:
         arrived before the reply. Live updates that arrive meanwhile are appended and
         delivered by this same thread, in order (see :meth:`_drain`).
         """
+        done = self._replayed = threading.Event()
 
         def replay() -> None:
-            with tango.EnsureOmniThread():
-                self._drain()
+            try:
+                with tango.EnsureOmniThread():
+                    self._drain()
+            finally:
+                done.set()
 
-        thread = threading.Thread(target=replay, name=f"lrc-replay-{self._command}", daemon=True)
-        try:
-            thread.start()
-        except RuntimeError:  # no thread to be had: deliver here rather than never
-            self._drain()
-            return
-        self._replay_thread = thread
+        # If no thread is to be had, the service runs it here rather than never.
+        _lrc_service().notify(replay)
 
     # -- scheduler worker threads ---------------------------------------------------
 
@@ -939,12 +886,13 @@ class _Invocation:
     def _stream_ok(self) -> None:
         """A stream delivered data: if it was in error, check the command soon."""
         with self._lock:
+            self._alive_at = time.monotonic()
             recovered = self._stream_trouble and self._command_id is not None
             self._stream_trouble = False
         if recovered:
             self._schedule_check(0.0)
 
-    # -- status checks (watchdog threads) ---------------------------------------------
+    # -- status checks (timers of the LRC lanes service) -------------------------------
 
     def _schedule_check(self, delay: float) -> None:
         with self._lock:
@@ -952,7 +900,13 @@ class _Invocation:
                 return
             self._timer_generation += 1
             generation = self._timer_generation
-        _get_watchdog().later(delay, lambda: self._check(generation))
+        _lrc_service().call_later(delay, self, functools.partial(self._checked, generation))
+
+    def _checked(self, generation: int) -> None:
+        try:
+            self._check(generation)
+        except Exception:  # noqa: BLE001 - a bug here must not go unseen
+            _LOGGER.exception("LRC status check %r failed", self)
 
     def _check(self, generation: int) -> None:
         """Ask the device about the command, unless something was heard meanwhile."""
@@ -981,6 +935,7 @@ class _Invocation:
             found = (None, None, False)
         with self._lock:
             self._unreachable_since = None
+            self._alive_at = time.monotonic()
         self._accept(("check", found))
         with self._lock:
             self._interval = min(self._interval * 2, CHECK_INTERVAL_MAX)
@@ -994,13 +949,13 @@ class _Invocation:
                 return
             if self._unreachable_since is None:
                 self._unreachable_since = now
-            away = now - self._unreachable_since
+            away = now - self._alive_at
         if away < OUTCOME_LOST_AFTER:
             self._schedule_check(_TROUBLE_INTERVAL)
             return
         errors = _compat.errors_of(exc)
         desc = (
-            f"{self._device} could not be reached for {away:.0f} s "
+            f"{self._device} gave no sign of life for {away:.0f} s "
             f"({_compat.describe_errors(errors)}); the outcome of {self._command_id} is lost"
         )
         self._accept(("lost", (_dev_error(OUTCOME_LOST_REASON, desc),)))
@@ -1262,16 +1217,12 @@ class _Invocation:
 
     def _raise_if_subscription_failed(self) -> None:
         """Turn a stream that could not be subscribed into a ``DevFailed``."""
-        device_trl = _device_key(self._proxy)
-        wanted = {name.lower() for name in self._attributes}
-        failing = [
-            row
-            for row in self._scheduler.diagnostics().streams
-            if _same_device(row.device, device_trl)
-            and row.attribute.lower() in wanted
-            and row.event_type == "CHANGE_EVENT"
-            and row.state == "failing"
-        ]
+        device = _device_key(self._proxy)
+        failing = []
+        for name in self._attributes:
+            status = self._scheduler.stream_status(device, name, tango.EventType.CHANGE_EVENT)
+            if status is not None and status.failing:
+                failing.append(status)
         if not failing:
             return
         # The stream's own error event is on its way to our buffer: prefer its errors.
@@ -1479,12 +1430,3 @@ def _device_key(proxy: tango.DeviceProxy) -> str:
         return _compat.key_of(proxy).trl
     except Exception:  # noqa: BLE001 - fall back to the plain name
         return _device_name(proxy).lower()
-
-
-def _same_device(scheduler_trl: str, key: str) -> bool:
-    """Compare a TRL from diagnostics with what :func:`_device_key` gave."""
-    if scheduler_trl == key:
-        return True
-    if "://" in key:
-        return False
-    return scheduler_trl.lower().removesuffix("#dbase=no").endswith("/" + key)

@@ -39,8 +39,13 @@ scheduler name        ``scheduler_name``                    ``SchedulerName``
 slow callbacks (s)    ``scheduler_slow_callback_duration``  ``SchedulerSlowCallbackDuration``
 ====================  ====================================  =================================
 
-A bad value (a thread count below 1 or not a number, a blank name, a
-negative threshold) puts the device in FAULT, with a status naming the
+Valid values: a thread count from 1 to 128, a name of printable characters
+(not blank), a threshold from 0 to 3,600 s (0 turns the check off), and for
+the class attributes ``scheduler_diagnostics_period`` 0.05-3,600 s and
+``scheduler_shutdown_timeout`` None or 0-3,600 s (the reasons for these
+bounds are in the reference page "Limits"). A bad value (a thread count of 0
+or 20,000 or not a number, a blank name, a negative threshold) puts the
+device in FAULT, with a status naming the
 setting and its value, instead of stopping the server; ``Init`` then fails
 with a ``DevFailed`` (reason :data:`CONFIGURATION_ERROR_REASON`) saying why.
 Correct the property and send ``Init`` again.
@@ -66,17 +71,30 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Final, NoReturn, TypeVar, cast
 
 import tango
 from tango.server import BaseDevice, attribute, device_property
 
+from . import _exit
+from ._checks import (
+    MAX_DIAGNOSTICS_PERIOD,
+    MAX_SHUTDOWN_TIMEOUT,
+    MAX_SLOW_CALLBACK_DURATION,
+    MAX_THREAD_COUNT,
+    MIN_DIAGNOSTICS_PERIOD,
+    ArgumentRangeError,
+    ArgumentTypeError,
+    check_seconds,
+    check_whole_number,
+)
+from ._threads import start_thread
 from .diagnostics import LATENCY_WINDOW, SchedulerDiagnostics
 from .scheduler import CallbackScheduler
 
@@ -90,8 +108,10 @@ __all__ = [
     "SchedulerConfigurationError",
     "SchedulerMixin",
     "changed_values",
+    "check_diagnostics_period",
     "check_property_texts",
     "check_scheduler_name",
+    "check_shutdown_timeout",
     "check_slow_callback_duration",
     "check_thread_count",
     "diagnostic_values",
@@ -244,7 +264,7 @@ def _bad(where: str, value: object, expected: str) -> SchedulerConfigurationErro
 
 
 def check_thread_count(value: object, where: str = "SchedulerThreadCount") -> int:
-    """Check a number of worker threads.
+    """Check a number of worker threads (the same rule as ``CallbackScheduler``'s).
 
     Args:
         value: An ``int``, or the text of a device property.
@@ -254,21 +274,13 @@ def check_thread_count(value: object, where: str = "SchedulerThreadCount") -> in
         The number.
 
     Raises:
-        SchedulerConfigurationError: It is not a whole number of at least 1.
+        SchedulerConfigurationError: It is not a whole number from 1 to
+            :data:`~ska_tango_scheduler.MAX_THREAD_COUNT` (128).
     """
-    expected = "give a whole number of worker threads, 1 or more"
-    if isinstance(value, str):
-        try:
-            number = int(value.strip())
-        except ValueError:
-            raise _bad(where, value, expected) from None
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = value
-    else:
-        raise _bad(where, value, expected)
-    if number < 1:
-        raise _bad(where, value, expected)
-    return number
+    try:
+        return check_whole_number(where, value, 1, MAX_THREAD_COUNT, from_text=True)
+    except (ArgumentTypeError, ArgumentRangeError) as exc:
+        raise _bad(where, value, f"give {exc.expected} (worker threads)") from None
 
 
 def check_scheduler_name(value: object, where: str = "SchedulerName") -> str:
@@ -293,7 +305,7 @@ def check_scheduler_name(value: object, where: str = "SchedulerName") -> str:
 def check_slow_callback_duration(
     value: object, where: str = "SchedulerSlowCallbackDuration"
 ) -> float | None:
-    """Check a slow-callback threshold.
+    """Check a slow-callback threshold (the same rule as ``CallbackScheduler``'s, plus 0).
 
     Args:
         value: Seconds (a number, or the text of a device property); 0 or
@@ -304,23 +316,68 @@ def check_slow_callback_duration(
         The seconds, or None when the check is off.
 
     Raises:
-        SchedulerConfigurationError: It is not a finite number of seconds >= 0.
+        SchedulerConfigurationError: It is not a finite number of seconds
+            from 0 to :data:`~ska_tango_scheduler.MAX_SLOW_CALLBACK_DURATION`
+            (3,600).
     """
     if value is None:
         return None
-    expected = "give seconds, 0 or more (0 turns the slow-callback check off)"
-    if isinstance(value, str):
-        try:
-            seconds = float(value.strip())
-        except ValueError:
-            raise _bad(where, value, expected) from None
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        raise _bad(where, value, expected)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise _bad(where, value, expected)
+    try:
+        seconds = check_seconds(
+            where, value, MAX_SLOW_CALLBACK_DURATION, allow_zero=True, from_text=True
+        )
+    except (ArgumentTypeError, ArgumentRangeError) as exc:
+        expected = f"give {exc.expected} (0 turns the slow-callback check off)"
+        raise _bad(where, value, expected) from None
     return seconds if seconds > 0 else None
+
+
+def check_diagnostics_period(value: object, where: str = "scheduler_diagnostics_period") -> float:
+    """Check the period of the diagnostics pusher.
+
+    Args:
+        value: Seconds.
+        where: The name of the setting, for the message.
+
+    Returns:
+        The seconds.
+
+    Raises:
+        SchedulerConfigurationError: It is not a number of seconds from 0.05
+            to 3,600.
+    """
+    expected = f"give seconds from {MIN_DIAGNOSTICS_PERIOD:g} to {MAX_DIAGNOSTICS_PERIOD:g}"
+    try:
+        seconds = check_seconds(where, value, MAX_DIAGNOSTICS_PERIOD, allow_zero=False)
+    except (ArgumentTypeError, ArgumentRangeError):
+        raise _bad(where, value, expected) from None
+    if seconds < MIN_DIAGNOSTICS_PERIOD:
+        raise _bad(where, value, expected)
+    return seconds
+
+
+def check_shutdown_timeout(
+    value: object, where: str = "scheduler_shutdown_timeout"
+) -> float | None:
+    """Check how long ``delete_device`` may wait for running callbacks.
+
+    Args:
+        value: Seconds, or None to wait as long as they take.
+        where: The name of the setting, for the message.
+
+    Returns:
+        The seconds, or None.
+
+    Raises:
+        SchedulerConfigurationError: It is neither None nor a number of
+            seconds from 0 to 3,600.
+    """
+    if value is None:
+        return None
+    try:
+        return check_seconds(where, value, MAX_SHUTDOWN_TIMEOUT, allow_zero=True)
+    except (ArgumentTypeError, ArgumentRangeError) as exc:
+        raise _bad(where, value, f"give None or {exc.expected}") from None
 
 
 _PROPERTY_CHECKS: Final[dict[str, Callable[[object, str], object]]] = {
@@ -418,7 +475,11 @@ _GATE_LOCK = threading.Lock()
 
 
 class _DiagnosticsPusher:
-    """Background omni thread that pushes changed diagnostic values as change events."""
+    """Background omni thread that pushes changed diagnostic values as change events.
+
+    Started by the package's one thread starter; asked to stop by ``delete_device``
+    or, at interpreter exit, by the exit sequence (step 1), which joins it in step 3.
+    """
 
     def __init__(
         self,
@@ -433,13 +494,17 @@ class _DiagnosticsPusher:
         self._logger = logger
         self._stop = threading.Event()
         self._last: dict[str, Any] = {}
-        self.thread = threading.Thread(
-            target=self._run, name=f"{scheduler.name}.diagnostics", daemon=True
-        )
+        self.thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the thread."""
-        self.thread.start()
+        self.thread = start_thread(
+            f"{self._scheduler.name}.diagnostics",
+            self._run,
+            daemon=True,
+            context=tango.EnsureOmniThread,
+        )
+        _live_pushers.add(self)
 
     def request_stop(self) -> None:
         """Ask the thread to end; it pushes nothing more once this returns."""
@@ -454,17 +519,19 @@ class _DiagnosticsPusher:
         Returns:
             True if the thread has ended.
         """
-        if self.thread is not threading.current_thread() and self.thread.ident is not None:
-            self.thread.join(timeout)
-        return not self.thread.is_alive()
+        thread = self.thread
+        if thread is None:
+            return True
+        if thread is not threading.current_thread():
+            thread.join(timeout)
+        return not thread.is_alive()
 
     def _run(self) -> None:
-        with tango.EnsureOmniThread():
-            while not self._stop.wait(self._period):
-                try:
-                    self._push_changes()
-                except Exception:  # noqa: BLE001 - the thread must keep going
-                    self._logger.warning("Pushing scheduler diagnostics failed", exc_info=True)
+        while not self._stop.wait(self._period):
+            try:
+                self._push_changes()
+            except Exception:  # noqa: BLE001 - the thread must keep going
+                self._logger.warning("Pushing scheduler diagnostics failed", exc_info=True)
 
     def _push_changes(self) -> None:
         if self._scheduler.is_shutdown:
@@ -489,6 +556,23 @@ class _DiagnosticsPusher:
             self._logger.debug("Diagnostics not pushed this time: %s", _describe(exc))
 
 
+_live_pushers: weakref.WeakSet[_DiagnosticsPusher] = weakref.WeakSet()
+
+
+def _stop_pushers() -> None:
+    for pusher in list(_live_pushers):
+        pusher.request_stop()
+
+
+def _join_pushers() -> None:
+    for pusher in list(_live_pushers):
+        pusher.join(_exit.THREAD_WAIT)
+
+
+_exit.at_exit(_exit.REFUSE_NEW_WORK, _stop_pushers)
+_exit.at_exit(_exit.CLOSE_SERVICES, _join_pushers)
+
+
 class SchedulerMixin:
     """Give a Tango device its own :class:`CallbackScheduler` and diagnostic attributes.
 
@@ -500,20 +584,21 @@ class SchedulerMixin:
     them must call ``super()`` too.
 
     Attributes:
-        scheduler_thread_count: Default number of worker threads (the device
-            property ``SchedulerThreadCount`` wins when set).
+        scheduler_thread_count: Default number of worker threads, 1 to 128
+            (the device property ``SchedulerThreadCount`` wins when set).
         scheduler_name: Default scheduler name; None means the device name
             (the device property ``SchedulerName`` wins when set).
         scheduler_slow_callback_duration: Default slow-callback threshold in
             seconds: a callback that runs longer is counted and logged (the
             device property ``SchedulerSlowCallbackDuration`` wins when set;
-            0 or None turns the check off).
+            0 or None turns the check off; at most 3,600).
         scheduler_diagnostics_period: Seconds between two checks of the
-            diagnostic values; change events are pushed at most once per
-            period per attribute, and only for values that changed.
+            diagnostic values, 0.05 to 3,600; change events are pushed at
+            most once per period per attribute, and only for values that
+            changed.
         scheduler_shutdown_timeout: Seconds ``delete_device`` waits for
-            running callbacks when shutting the scheduler down; None waits as
-            long as they take. When the monitor cannot be released (see
+            running callbacks when shutting the scheduler down, 0 to 3,600;
+            None waits as long as they take. When the monitor cannot be released (see
             :attr:`monitor_released_by_allow_internal_threads`) it waits
             0.2 s at most: callbacks waiting for the monitor finish once
             ``delete_device`` (or ``Init``) has returned, and then end.
@@ -533,7 +618,7 @@ class SchedulerMixin:
 
     SchedulerThreadCount = device_property(  # noqa: N815 - Tango property names are CamelCase
         dtype=tango.DevLong,
-        doc="Number of worker threads of the device's callback scheduler "
+        doc="Number of worker threads of the device's callback scheduler, 1 to 128 "
         "(default: the class's scheduler_thread_count, normally 1).",
     )
     SchedulerName = device_property(  # noqa: N815
@@ -544,7 +629,7 @@ class SchedulerMixin:
     SchedulerSlowCallbackDuration = device_property(  # noqa: N815
         dtype=tango.DevDouble,
         doc="Seconds after which a callback counts as slow: it is counted "
-        "(schedulerSlowCallbacks) and logged at WARNING. 0 turns the check off "
+        "(schedulerSlowCallbacks) and logged at WARNING; at most 3600. 0 turns the check off "
         "(default: the class's scheduler_slow_callback_duration, normally 0.1).",
     )
 
@@ -646,6 +731,7 @@ class SchedulerMixin:
             # Load the properties now (the base class loads them again) so that
             # the scheduler properties apply to the new scheduler.
             self._load_scheduler_properties()
+            self._check_class_settings()
             scheduler = self.create_scheduler()
         except Exception as exc:  # noqa: BLE001 - any failure here is reported the same way
             self._fail_configuration(exc)
@@ -720,11 +806,21 @@ class SchedulerMixin:
             return
         try:
             self._load_scheduler_properties()
+            self._check_class_settings()
             self.scheduler_default_thread_count()
             self.scheduler_default_name()
             self.scheduler_default_slow_callback_duration()
         except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
             self._fail_configuration(exc)
+
+    def _check_class_settings(self) -> None:
+        """Check the class attributes that no device property overrides.
+
+        Raises:
+            SchedulerConfigurationError: One of them is not valid.
+        """
+        check_diagnostics_period(self.scheduler_diagnostics_period)
+        check_shutdown_timeout(self.scheduler_shutdown_timeout)
 
     def _load_scheduler_properties(self) -> None:
         """Load the device properties; check the scheduler's as the database holds them.
@@ -814,7 +910,7 @@ class SchedulerMixin:
             The number of worker threads.
 
         Raises:
-            SchedulerConfigurationError: The value is not a number >= 1.
+            SchedulerConfigurationError: The value is not a number from 1 to 128.
         """
         configured = self.SchedulerThreadCount
         if configured is not None:
@@ -844,7 +940,8 @@ class SchedulerMixin:
             Seconds, or None when the check is off (a value of 0).
 
         Raises:
-            SchedulerConfigurationError: The value is negative or not finite.
+            SchedulerConfigurationError: The value is negative, not finite or
+                above 3,600.
         """
         configured = self.SchedulerSlowCallbackDuration
         if configured is not None:

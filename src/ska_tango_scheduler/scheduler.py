@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import contextlib
 import functools
 import itertools
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,11 +15,20 @@ from typing import Any, NewType
 
 import tango
 
-from . import _compat
+from . import _compat, _exit
 from ._backoff import BackoffPolicy
-from ._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
-from ._executor import ConnectorPool
+from ._checks import (
+    MAX_ATTEMPT_TIMEOUT,
+    MAX_QUEUE_SIZE,
+    MAX_SLOW_CALLBACK_DURATION,
+    MAX_THREAD_COUNT,
+    MAX_WAIT,
+    check_seconds,
+    check_whole_number,
+)
+from ._dispatch import YIELD_INTERVAL, CallbackRegistration, Dispatcher, RateLimitedLogger
 from ._hostprobe import HostProbe
+from ._lanes import ConnectorPool
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
 from ._streams import EventStream, StreamContext, StreamKey, StreamState
 from ._window import WindowStats, merge
@@ -32,6 +39,7 @@ from .diagnostics import (
     QueueDiagnostics,
     SchedulerDiagnostics,
     StreamDiagnostics,
+    StreamStatus,
     Totals,
     WorkerDiagnostics,
 )
@@ -115,14 +123,15 @@ class CallbackScheduler:
 
     Args:
         thread_count: Number of worker threads: how many callbacks may run at
-            once. Use one more than the number of slow callbacks that may be
-            running at the same time.
+            once, from 1 to 128 (``MAX_THREAD_COUNT``). Use one more than the
+            number of slow callbacks that may be running at the same time.
         name: Name of the scheduler, used for its threads and in logs and
             diagnostics; a unique one is made up if omitted.
         logger: Logger to use; ``logging.getLogger("ska_tango_scheduler")``
             if omitted.
         default_queue_size: Capacity of the queue each new stream gets when
-            no ``queue_factory`` is given.
+            no ``queue_factory`` is given, from 1 to 1,000,000
+            (``MAX_QUEUE_SIZE``).
         backoff: How quickly streams that fail to connect are retried.
         wait_for_subscription: On PyTango < 10.1 only, whether
             ``register_event_callback`` and ``connect_event_stream`` wait (up
@@ -137,18 +146,22 @@ class CallbackScheduler:
             slow: it is counted (per stream, per queue and in the totals of
             :meth:`diagnostics`) and logged at WARNING, at most once per
             10 s per callback, naming the callback, its stream and how long
-            it took. None turns the check off (and saves two clock reads per
-            callback).
+            it took, above 0 and at most 3,600 s
+            (``MAX_SLOW_CALLBACK_DURATION``). None turns the check off (and
+            saves two clock reads per callback).
         attempt_timeout: Seconds one step of a connection attempt may take:
             the check that the device's Tango host answers, and each Tango
             call on the scheduler's own proxies. Attempts run on a few
             connector threads, one at a time per device, so a device or host
-            that hangs delays only its own streams.
+            that hangs delays only its own streams. Above 0 and at most 300 s
+            (``MAX_ATTEMPT_TIMEOUT``).
+
+    The upper bounds are explained in :doc:`/reference/limits`.
 
     Raises:
-        ValueError: If ``thread_count`` or ``default_queue_size`` is below 1,
-            or ``slow_callback_duration`` or ``attempt_timeout`` is not a
-            positive finite number.
+        ValueError: If ``thread_count`` or ``default_queue_size`` is out of
+            its range, or ``slow_callback_duration`` or ``attempt_timeout``
+            is not a positive finite number within its bound.
         TypeError: If they are not integers, ``slow_callback_duration`` is
             neither a number nor None, ``attempt_timeout`` is not a number,
             ``logger`` is not a ``logging.Logger``, or ``backoff`` is not a
@@ -168,14 +181,14 @@ class CallbackScheduler:
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         """Create the scheduler and start its threads."""
-        _check_count("thread_count", thread_count)
-        _check_count("default_queue_size", default_queue_size)
+        _check_count("thread_count", thread_count, MAX_THREAD_COUNT)
+        _check_count("default_queue_size", default_queue_size, MAX_QUEUE_SIZE)
         slow_after = _check_duration("slow_callback_duration", slow_callback_duration)
         if backoff is not None and not isinstance(backoff, BackoffPolicy):
             raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        _check_seconds("attempt_timeout", attempt_timeout, allow_zero=False)
+        _check_seconds("attempt_timeout", attempt_timeout, MAX_ATTEMPT_TIMEOUT, allow_zero=False)
         self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
         self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
         self._default_queue_size = default_queue_size
@@ -206,6 +219,8 @@ class CallbackScheduler:
         self._callbacks: dict[int, tuple[EventStream, CallbackRegistration]] = {}
         self._queue_users: dict[EventQueue, set[EventStream]] = {}
         self._shut_down = False
+        # Diagnostics fields of window statistics (see _fields).
+        self._fields_cache: dict[int, tuple[WindowStats, dict[str, Any]]] = {}
         self._dispatcher.start()
         with _live_lock:
             _live_schedulers.add(self)
@@ -244,18 +259,18 @@ class CallbackScheduler:
 
         Args:
             queue_size: How many events the queue holds before it discards
-                the oldest.
+                the oldest, from 1 to 1,000,000 (``MAX_QUEUE_SIZE``).
 
         Returns:
             The queue.
 
         Raises:
-            ValueError: If ``queue_size`` is below 1.
+            ValueError: If ``queue_size`` is below 1 or above 1,000,000.
             TypeError: If ``queue_size`` is not an integer.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
         self._check_running()
-        _check_count("queue_size", queue_size)
+        _check_count("queue_size", queue_size, MAX_QUEUE_SIZE)
         return self._dispatcher.new_queue(queue_size)
 
     def get_queue(
@@ -487,7 +502,7 @@ class CallbackScheduler:
         def bind(stream: EventStream, created: bool) -> bool:
             stream.pinned = True
             if stream.outcome_known:
-                future.set_result(None)
+                future.set_result(None)  # no done-callbacks yet: safe under the lock
                 return False
             stream.waiters.append((future, None))
             return True
@@ -553,8 +568,9 @@ class CallbackScheduler:
         """Stop the scheduler: unsubscribe everything and stop the workers.
 
         No new work is accepted; callbacks that are running finish; events
-        still queued are not delivered. Calling it again does nothing. It may
-        be called from a callback (that worker then ends after the callback).
+        still queued are not delivered (they are counted as dropped).
+        Calling it again does nothing. It may be called from a callback (that
+        worker then ends after the callback).
         A scheduler still running when the interpreter exits is shut down by
         an exit hook, so that Tango delivers no event into a finalising
         interpreter (which would abort the process).
@@ -565,10 +581,11 @@ class CallbackScheduler:
 
         Raises:
             TypeError: If ``timeout`` is neither None nor a number.
-            ValueError: If ``timeout`` is negative or not finite. A call that
+            ValueError: If ``timeout`` is negative, not finite or longer
+                than Python can wait (``threading.TIMEOUT_MAX``). A call that
                 raises changes nothing: the scheduler keeps running.
         """
-        _check_seconds("timeout", timeout, allow_zero=True)
+        _check_seconds("timeout", timeout, MAX_WAIT, allow_zero=True)
         with self._lock:
             if self._shut_down:
                 return
@@ -594,6 +611,18 @@ class CallbackScheduler:
             stream.resolve_waiters(error)
         if not self._dispatcher.stop(timeout):
             self._logger.warning("%s: some callbacks were still running at shutdown", self._name)
+        # Drop the events still queued (counted as dropped) and the scheduler's
+        # proxies: nothing of ours may keep a proxy alive (events refer to theirs,
+        # and a queued event and its stream refer to each other) after shutdown.
+        # Released with no lock held, on an omni thread (a proxy's destructor
+        # needs one).
+        with self._lock:
+            proxies, self._ctx.proxies = self._ctx.proxies, {}
+        with tango.EnsureOmniThread():
+            for queue in {stream.queue for stream in streams}:
+                self._dispatcher.discard_queued(queue)
+            proxies.clear()
+            del proxies
 
     def __enter__(self) -> CallbackScheduler:
         """Return the scheduler, to shut it down at the end of a ``with`` block."""
@@ -623,126 +652,91 @@ class CallbackScheduler:
             The snapshot; ``to_dict()`` makes it JSON-ready.
         """
         now_mono = time.monotonic()
-        with self._lock, self._dispatcher.locked():
+        dispatcher = self._dispatcher
+        # Copy the registry (no lock of Tango's event thread is involved); the
+        # counts are then read row by row, each row at one instant, under the
+        # dispatcher's intake lock, which is held only for a few int reads
+        # (see Dispatcher): building the rows never holds a lock.
+        with self._lock:
             streams = list(self._streams.values())
-            queued_by_stream: dict[EventStream, int] = {}
-            for queue in self._queue_users:
-                for entry in queue._items:  # noqa: SLF001 - snapshot under the lock
-                    sink = entry[0]
-                    if isinstance(sink, EventStream):
-                        queued_by_stream[sink] = queued_by_stream.get(sink, 0) + 1
-            stream_counts = [
-                (
-                    s,
-                    s.state.value,
-                    s.pinned,
-                    len(s.registrations),
-                    queued_by_stream.get(s, 0),
-                    s.counters.delivered,
-                    s.counters.dropped,
-                    s.counters.callback_errors,
-                    s.counters.slow_callbacks,
-                    s.last_error,
+            queue_users = [(q, tuple(users)) for q, users in self._queue_users.items()]
+        stream_rows: list[StreamDiagnostics] = []
+        fields_of: dict[EventStream, dict[str, Any]] = {}
+        last_yield = now_mono
+        for s in streams:
+            if len(stream_rows) % 16 == 15:
+                now = time.monotonic()
+                if now - last_yield > YIELD_INTERVAL:
+                    # Let Tango's event thread have the GIL, as the workers do.
+                    time.sleep(0)
+                    last_yield = now
+            queued, delivered, dropped = dispatcher.sink_counts(s)
+            fields = fields_of[s] = self._fields(s.counters.window.stats(now_mono))
+            stream_rows.append(
+                StreamDiagnostics(
+                    name=s.name,
+                    device=s.key.device.trl,
+                    attribute=s.attribute,
+                    event_type=s.key.event_type.name,
+                    state=s.state.value,
+                    pinned=s.pinned,
+                    callbacks=len(s.registrations),
+                    queue=s.queue.name,
+                    queued=queued,
+                    received=delivered + dropped + queued,
+                    delivered=delivered,
+                    dropped=dropped,
+                    callback_errors=s.counters.callback_errors,
+                    last_error=s.last_error,
+                    slow_callbacks=s.counters.slow_callbacks,
+                    **fields,
                 )
-                for s in streams
-            ]
-            queue_counts = [
-                (
-                    q,
-                    len(q),
-                    q.counters.delivered,
-                    q.counters.dropped,
-                    q.counters.slow_callbacks,
-                    tuple(users),
+            )
+        queue_rows: list[QueueDiagnostics] = []
+        for q, users in queue_users:
+            depth, delivered, dropped = dispatcher.queue_counts(q)
+            if len(users) == 1 and users[0] in fields_of:
+                fields = fields_of[users[0]]
+            else:
+                fields = _window_fields(merge([u.counters.window for u in users], now_mono))
+            queue_rows.append(
+                QueueDiagnostics(
+                    name=q.name,
+                    size=q.maxsize,
+                    depth=depth,
+                    received=delivered + dropped + depth,
+                    delivered=delivered,
+                    dropped=dropped,
+                    streams=tuple(sorted(u.name for u in users)),
+                    latency=fields["latency"],
+                    slow_callbacks=q.counters.slow_callbacks,
                 )
-                for q, users in self._queue_users.items()
-            ]
-            backoff_rows = tuple(
-                BackoffDiagnostics(
-                    stream=s.name,
-                    attempts=s.backoff.attempts,
-                    delay=round(s.backoff.delay, 6),
-                    next_attempt_in=(
-                        None
-                        if s.backoff.next_attempt_at is None
-                        else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
-                    ),
-                    last_error=s.backoff.last_error or s.last_error,
-                    failing_since=s.backoff.failing_since,
-                )
-                for s in streams
-                if s.backoff.active or s.state is StreamState.FAILING
             )
-            counts = self._dispatcher.totals
-            received = self._dispatcher.received
-            totals_counts = (
-                received,
-                counts.delivered,
-                counts.dropped,
-                received - counts.delivered - counts.dropped,
-                counts.callback_errors,
-                counts.slow_callbacks,
-                self._ctx.subscribe_calls,
-                self._ctx.unsubscribe_calls,
+        backoff_rows = tuple(
+            BackoffDiagnostics(
+                stream=s.name,
+                attempts=s.backoff.attempts,
+                delay=round(s.backoff.delay, 6),
+                next_attempt_in=(
+                    None
+                    if s.backoff.next_attempt_at is None
+                    else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
+                ),
+                last_error=s.backoff.last_error or s.last_error,
+                failing_since=s.backoff.failing_since,
             )
-        # The window statistics need no lock (see _window): computed outside it.
-        stream_rows = tuple(
-            StreamDiagnostics(
-                name=s.name,
-                device=s.key.device.trl,
-                attribute=s.attribute,
-                event_type=s.key.event_type.name,
-                state=state,
-                pinned=pinned,
-                callbacks=callbacks,
-                queue=s.queue.name,
-                queued=queued,
-                received=delivered + dropped + queued,
-                delivered=delivered,
-                dropped=dropped,
-                callback_errors=errors,
-                last_error=last_error,
-                slow_callbacks=slow,
-                **_window_fields(merge([s.counters.window], now_mono)),
-            )
-            for (
-                s,
-                state,
-                pinned,
-                callbacks,
-                queued,
-                delivered,
-                dropped,
-                errors,
-                slow,
-                last_error,
-            ) in stream_counts
+            for s in streams
+            if s.backoff.active or s.state is StreamState.FAILING
         )
-        queue_rows = tuple(
-            QueueDiagnostics(
-                name=q.name,
-                size=q.maxsize,
-                depth=depth,
-                received=delivered + dropped + depth,
-                delivered=delivered,
-                dropped=dropped,
-                streams=tuple(sorted(u.name for u in users)),
-                latency=_window_fields(merge([u.counters.window for u in users], now_mono))[
-                    "latency"
-                ],
-                slow_callbacks=slow,
-            )
-            for q, depth, delivered, dropped, slow, users in queue_counts
-        )
-        received, delivered, dropped, queued, errors, slow, subs, unsubs = totals_counts
+        received, delivered, dropped, errors, slow = dispatcher.total_counts()
         totals = Totals(
             received=received,
             delivered=delivered,
             dropped=dropped,
-            queued=queued,
+            queued=received - delivered - dropped,
             callback_errors=errors,
-            subscribe_calls=subs,
-            unsubscribe_calls=unsubs,
+            subscribe_calls=self._ctx.subscribe_calls,
+            unsubscribe_calls=self._ctx.unsubscribe_calls,
             slow_callbacks=slow,
             max_latency_ms=max((q.latency.max_ms for q in queue_rows), default=0.0),
         )
@@ -756,14 +750,69 @@ class CallbackScheduler:
             running=not self._shut_down,
             timestamp=time.time(),
             totals=totals,
-            queues=queue_rows,
-            streams=stream_rows,
+            queues=tuple(queue_rows),
+            streams=tuple(stream_rows),
             backoff=backoff_rows,
             workers=workers,
             window=LATENCY_WINDOW,
         )
 
+    def stream_status(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType = tango.EventType.CHANGE_EVENT,
+    ) -> StreamStatus | None:
+        """Tell where one stream's subscription stands.
+
+        A cheap query for a client that needs one stream's state (for
+        example to report a failed subscription), instead of reading the rows
+        of :meth:`diagnostics`. The device may be given as a proxy or a TRL,
+        as for :meth:`register_event_callback`.
+
+        Args:
+            device: The device, as a ``tango.DeviceProxy`` or a TRL.
+            attr_name: The attribute name.
+            event_type: The event type.
+
+        Returns:
+            The stream's status, or None when the scheduler has no such stream
+            (never registered, released, or the scheduler was shut down).
+
+        Raises:
+            TypeError: If an argument has the wrong type.
+            ValueError: If ``attr_name`` is not a plain attribute name or the
+                event type is not supported.
+        """
+        if self._shut_down:
+            return None
+        try:
+            key = self._key(device, attr_name, event_type)
+        except SchedulerShutdownError:
+            return None
+        with self._lock:
+            stream = self._streams.get(key)
+        if stream is None:
+            return None
+        return StreamStatus(
+            name=stream.name, state=stream.state.value, last_error=stream.last_error
+        )
+
     # -- internals -----------------------------------------------------------
+
+    def _fields(self, stats: WindowStats) -> dict[str, Any]:
+        """Return the diagnostics fields of window statistics, remembered per object.
+
+        A window hands out the same statistics object until its samples change
+        (see ``SampleWindow.stats``), so quiet streams cost a lookup here.
+        """
+        cache = self._fields_cache
+        fields = cache.get(id(stats))
+        if fields is None or fields[0] is not stats:
+            if len(cache) > 4 * len(self._streams) + 64:
+                cache.clear()
+            fields = cache[id(stats)] = (stats, _window_fields(stats))
+        return fields[1]
 
     def _on_own_thread(self) -> bool:
         """Tell whether the caller is a worker or a connector thread of this scheduler."""
@@ -888,11 +937,8 @@ def _as_function(callback: object) -> Callable[[Any], None]:
     )
 
 
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value}")
+def _check_count(name: str, value: object, maximum: int) -> None:
+    check_whole_number(name, value, 1, maximum)
 
 
 def _window_fields(stats: WindowStats) -> dict[str, Any]:
@@ -912,21 +958,13 @@ def _window_fields(stats: WindowStats) -> dict[str, Any]:
 def _check_duration(name: str, value: object) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
+    return check_seconds(name, value, MAX_SLOW_CALLBACK_DURATION, allow_zero=False)
 
 
-def _check_seconds(name: str, value: object, *, allow_zero: bool) -> None:
+def _check_seconds(name: str, value: object, high: float, *, allow_zero: bool) -> None:
     if value is None and allow_zero:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"{name} must be a {kind} finite number of seconds, got {value!r}")
+    check_seconds(name, value, high, allow_zero=allow_zero)
 
 
 def _describe(key: StreamKey) -> str:
@@ -942,8 +980,9 @@ _live_lock = threading.Lock()
 def _shutdown_at_exit() -> None:
     """Shut down every scheduler still running, before the interpreter finalises.
 
-    Runs after the interpreter has waited for its non-daemon threads (the
-    connector threads), so the subscriptions are cancelled on this thread.
+    Step 2 of the exit sequence (see ``_exit``): runs after the interpreter
+    has waited for its non-daemon threads (the connector threads, told to end
+    in step 1), so the subscriptions are cancelled on this thread.
     Tango's event thread must not deliver an event once finalisation has
     begun: Python ends a thread that asks for the GIL then, and Tango's
     catch-all around the callback turns that into an abort.
@@ -957,4 +996,4 @@ def _shutdown_at_exit() -> None:
             scheduler._logger.exception("%s: shutdown at exit failed", scheduler.name)  # noqa: SLF001
 
 
-atexit.register(_shutdown_at_exit)
+_exit.at_exit(_exit.SHUT_DOWN_SCHEDULERS, _shutdown_at_exit)

@@ -22,8 +22,22 @@ not running, not defined, or not a scheduler device gets a line saying so,
 and is shown as soon as it answers. Ctrl-C (or SIGTERM) unsubscribes, stops
 the scheduler's threads and exits with status 0.
 
-``--once`` reads each device once and exits: status 0 when every device
-answered, 1 otherwise (130 when interrupted). ``--json`` prints JSON instead of text: with
+``--once`` reads every device at once and exits within ``--timeout`` seconds
+(plus a moment to print), even when a device's host accepts connections and
+never answers: status 0 when every device answered, 1 otherwise (130 when
+interrupted). Live, every device is first read directly (for at most
+``--timeout`` seconds), so the first view already says which devices are not
+running, before any event comes. Ctrl-C acts at once in both modes; a Tango
+call still hanging then (a silent host) is left behind, and the process ends
+without waiting for it.
+
+When the reader of the output goes away (``top --json | head -1``), the
+command stops quietly with status 141 (128 + SIGPIPE), what a shell reports
+for any Unix tool ended by a closed pipe; no traceback. ``--timeout`` and
+``--interval`` take seconds above 0 and at most 3,600; anything else
+(``nan``, ``inf``, ``-1``) is a usage error (status 2).
+
+``--json`` prints JSON instead of text: with
 ``--once`` one object, ``{"devices": [...]}``; live, one such object per
 line whenever a device reports a change. Each device entry holds
 ``device``, ``ok``, ``error`` (text, or null), ``updated`` (Unix time of the
@@ -35,10 +49,12 @@ wait first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -51,6 +67,7 @@ from typing import Any, TextIO, TypeVar
 import tango
 
 from . import __version__
+from ._checks import ArgumentRangeError, ArgumentTypeError, check_seconds
 from ._view import LiveView, queue_rows, queue_table_lines, summary_line
 from .diagnostics import (
     BackoffDiagnostics,
@@ -71,6 +88,7 @@ __all__ = [
     "describe_errors",
     "main",
     "read_report",
+    "read_reports",
     "report_json",
     "report_lines",
     "snapshot_from_dict",
@@ -82,6 +100,17 @@ DIAGNOSTICS_ATTRIBUTE = "schedulerDiagnostics"
 _EXIT_OK = 0
 _EXIT_UNANSWERED = 1
 _EXIT_INTERRUPTED = 130  # like a shell: 128 + SIGINT
+_EXIT_PIPE_CLOSED = 141  # like a shell: 128 + SIGPIPE
+
+# Longest --timeout and --interval, in seconds.
+_MAX_SECONDS = 3600.0
+# Seconds to print and clean up after --timeout, or after Ctrl-C.
+_CLEANUP_BUDGET = 2.0
+
+# Set when a thread was left inside a Tango call (a host that does not answer):
+# the process must then end without finalising the interpreter, which a
+# thread coming back from Tango would abort (see run()).
+_left_behind = threading.Event()
 
 _T = TypeVar("_T")
 
@@ -237,6 +266,48 @@ def read_report(device: str, timeout: float = 3.0) -> DeviceReport:
     return _decode(device, value, time.time())
 
 
+def read_reports(devices: Sequence[str], timeout: float = 3.0) -> list[DeviceReport]:
+    """Read every device's diagnostics at once, and give up on the rest after ``timeout``.
+
+    Each device is read on a thread of its own, so a host that accepts
+    connections and never answers (whose proxy creation cppTango holds for
+    about 9 s whatever the timeout) delays no other device and not the
+    answer: after ``timeout`` seconds (and a moment), a device still being
+    read is reported as not answering in time, and its thread is left behind.
+
+    Args:
+        devices: TRLs of the devices.
+        timeout: Seconds the devices may take to answer.
+
+    Returns:
+        The reports, in the order given.
+    """
+    results: list[DeviceReport | None] = [None] * len(devices)
+
+    def read(index: int, device: str) -> None:
+        with tango.EnsureOmniThread():
+            results[index] = read_report(device, timeout)
+
+    threads = [
+        threading.Thread(target=read, args=(i, d), name=f"top-read-{i}", daemon=True)
+        for i, d in enumerate(devices)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout + 0.5
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    reports: list[DeviceReport] = []
+    for device, thread, result in zip(devices, threads, results, strict=True):
+        if result is None or thread.is_alive():
+            _left_behind.set()
+            result = DeviceReport(
+                device, f"does not answer within {timeout:g} s (its host hangs?) [timeout]"
+            )
+        reports.append(result)
+    return reports
+
+
 # -- rendering --------------------------------------------------------------------------------
 
 
@@ -304,13 +375,17 @@ def report_json(reports: Sequence[DeviceReport]) -> dict[str, Any]:
 # -- following by events ----------------------------------------------------------------------
 
 
+_WAITING = "waiting for the first value"
+
+
 class _Follower:
     """Follows the diagnostics of devices by change events, on a scheduler of its own."""
 
-    def __init__(self, devices: Sequence[str]) -> None:
+    def __init__(self, devices: Sequence[str], timeout: float = 3.0) -> None:
+        self._timeout = timeout
         self._lock = threading.Lock()
         self._changed = threading.Event()
-        self._reports = {d: DeviceReport(d, "waiting for the first value") for d in devices}
+        self._reports = {d: DeviceReport(d, _WAITING) for d in devices}
         quiet = logging.getLogger("ska_tango_scheduler.top.scheduler")
         quiet.propagate = False
         quiet.addHandler(logging.NullHandler())
@@ -333,8 +408,33 @@ class _Follower:
                     self._reports[device] = DeviceReport(device, f"cannot follow it: {exc}")
         except BaseException:
             # Interrupted while registering: leave no thread behind.
-            self._scheduler.shutdown(timeout=5.0)
+            self.close()
             raise
+        # Say at once what a direct read says (e.g. "not running"), rather than
+        # "waiting" until the scheduler's first attempt reports it.
+        self._first_reads = [
+            threading.Thread(
+                target=self._first_read, args=(device,), name="top-first-read", daemon=True
+            )
+            for device in devices
+        ]
+        for thread in self._first_reads:
+            thread.start()
+
+    def wait_first_reads(self, timeout: float) -> None:
+        """Wait until every device was read once directly, at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        for thread in self._first_reads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _first_read(self, device: str) -> None:
+        with tango.EnsureOmniThread():
+            report = read_report(device, self._timeout)
+        with self._lock:
+            if self._reports[device].error != _WAITING:
+                return  # an event came first: it is newer
+            self._reports[device] = report
+        self._changed.set()
 
     def _on_event(self, device: str, event: Any) -> None:
         if event.err:
@@ -357,8 +457,25 @@ class _Follower:
             return list(self._reports.values())
 
     def close(self) -> None:
-        """Unsubscribe and stop the scheduler's threads."""
-        self._scheduler.shutdown(timeout=5.0)
+        """Unsubscribe and stop the scheduler's threads, waiting a bounded time.
+
+        Shutting down waits for connection attempts, which a silent host
+        holds for about 9 s inside cppTango; after :data:`_CLEANUP_BUDGET`
+        seconds the rest is left behind (see :func:`run`).
+        """
+
+        def shut_down() -> None:
+            with tango.EnsureOmniThread():
+                self._scheduler.shutdown(_CLEANUP_BUDGET)
+
+        closer = threading.Thread(target=shut_down, name="top-close", daemon=True)
+        closer.start()
+        closer.join(_CLEANUP_BUDGET)
+        others = (*self._scheduler.threads, *getattr(self, "_first_reads", ()))
+        if closer.is_alive() or any(
+            t.is_alive() for t in others if t is not threading.current_thread()
+        ):
+            _left_behind.set()
 
 
 class _Quit(BaseException):
@@ -377,8 +494,10 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
     if in_main_thread:
         signal.signal(signal.SIGTERM, _on_sigterm)
     follower: _Follower | None = None
+    status = _EXIT_OK
     try:
-        follower = _Follower(args.devices)
+        follower = _Follower(args.devices, args.timeout)
+        follower.wait_first_reads(args.timeout)
         changed = first = True
         while True:
             reports = follower.reports()
@@ -398,6 +517,8 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
             changed = follower.wait(1.0)
     except (KeyboardInterrupt, _Quit):
         pass
+    except BrokenPipeError:
+        status = _EXIT_PIPE_CLOSED
     finally:
         if in_main_thread:
             # Clean up without being cut short by a second Ctrl-C.
@@ -405,8 +526,20 @@ def _live(args: argparse.Namespace, out: TextIO) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if follower is not None:
             follower.close()
-        view.finish()
-    return _EXIT_OK
+        if status != _EXIT_PIPE_CLOSED:
+            try:
+                view.finish()
+            except BrokenPipeError:
+                status = _EXIT_PIPE_CLOSED
+    return status
+
+
+def _seconds(text: str) -> float:
+    """Parse ``--timeout`` and ``--interval``: seconds above 0, at most an hour."""
+    try:
+        return check_seconds("", text, _MAX_SECONDS, allow_zero=False, from_text=True)
+    except (ArgumentTypeError, ArgumentRangeError) as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: give {exc.expected}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -425,14 +558,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
         "--timeout",
-        type=float,
+        type=_seconds,
         default=3.0,
         metavar="SECONDS",
-        help="with --once: how long each device may take to answer (default 3)",
+        help="how long the devices may take to answer: with --once, the whole read; live, "
+        "the first read before the first view; above 0, at most 3600 (default 3)",
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=_seconds,
         default=2.0,
         metavar="SECONDS",
         help="live, when the output is not a terminal: seconds between two printed views "
@@ -449,27 +583,54 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: Arguments after the program name; None: ``sys.argv[1:]``.
 
     Returns:
-        The exit status.
+        The exit status: 0, 1 (``--once``: a device gave no snapshot), 2
+        (usage), 130 (interrupted) or 141 (the output was closed).
     """
     args = build_parser().parse_args(argv)
     out = sys.stdout
     if not args.once:
         return _live(args, out)
     try:
-        reports = [read_report(device, args.timeout) for device in args.devices]
+        reports = read_reports(args.devices, args.timeout)
     except KeyboardInterrupt:
+        _left_behind.set()
         return _EXIT_INTERRUPTED
-    if args.json:
-        out.write(json.dumps(report_json(reports), indent=2, sort_keys=True) + "\n")
-    else:
-        out.write("".join(f"{line}\n" for line in report_lines(reports)))
-    out.flush()
+    try:
+        if args.json:
+            out.write(json.dumps(report_json(reports), indent=2, sort_keys=True) + "\n")
+        else:
+            out.write("".join(f"{line}\n" for line in report_lines(reports)))
+        out.flush()
+    except BrokenPipeError:
+        return _EXIT_PIPE_CLOSED
     return _EXIT_OK if all(r.ok for r in reports) else _EXIT_UNANSWERED
 
 
 def run() -> None:
-    """Entry point of the console script: run and exit with its status."""
-    sys.exit(main())
+    """Entry point of the console script: run and exit with its status.
+
+    A closed output ends the command quietly (status 141). When a thread
+    was left inside a Tango call that does not return (a silent host), the
+    process ends at once after flushing its output: a thread coming back
+    from Tango while the interpreter finalises would abort it.
+    """
+    try:
+        status = main()
+    except KeyboardInterrupt:
+        status = _EXIT_INTERRUPTED
+    except BrokenPipeError:
+        status = _EXIT_PIPE_CLOSED
+    if status == _EXIT_PIPE_CLOSED:
+        # Nothing more can be written; keep the flush at exit quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    if _left_behind.is_set():
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        logging.shutdown()
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import tango
 
-from ska_tango_scheduler import CallbackScheduler, UnknownCallbackError
+from ska_tango_scheduler import CallbackScheduler, UnknownCallbackError, _compat
 from ska_tango_scheduler.control_model import ResultCode
 from ska_tango_scheduler.long_running_commands import invoke_lrc, module_callback_scheduler
 from ska_tango_scheduler.testing import (
@@ -153,7 +153,37 @@ def test_invoke_lrc_unaffected_by_hung_hosts(
             shared_hung.add_done_callback(lambda f: shared.unregister_callback(f.result()))
 
 
-_EXIT_SCRIPT = textwrap.dedent(
+# Registered by a child process before it imports the package: atexit runs its hooks
+# last in, first out, so this one runs after the package's exit sequence, every time,
+# and reports what that sequence left behind (a deterministic check, where an abort
+# at finalisation is a race).
+_CHECK_AT_EXIT = textwrap.dedent(
+    """
+    import atexit, gc
+
+
+    def check_everything_ended():
+        import tango
+        from ska_tango_scheduler import CallbackScheduler
+
+        objects = gc.get_objects()
+        running = sorted(
+            o.name for o in objects if isinstance(o, CallbackScheduler) and not o.is_shutdown
+        )
+        subscribed = sum(
+            len(o.__dict__.get("_subscribed_events", {}))
+            for o in objects
+            if isinstance(o, tango.DeviceProxy)
+        )
+        print(f"at exit: running {running}, subscriptions {subscribed}", flush=True)
+
+
+    atexit.register(check_everything_ended)
+    """
+)
+_ALL_ENDED = "at exit: running [], subscriptions 0"
+
+_EXIT_SCRIPT = _CHECK_AT_EXIT + textwrap.dedent(
     """
     import sys, time
     import tango
@@ -192,10 +222,12 @@ def test_process_exits_cleanly_with_attempts_stuck(silent: SilentHost, ending: s
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "leaving" in done.stdout
+    assert _ALL_ENDED in done.stdout, done.stdout[-2000:]
 
 
-_EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
-    """
+_EVENTS_AT_EXIT_SCRIPT = (
+    textwrap.dedent(
+        """
     import atexit, gc, sys, time
 
 
@@ -214,6 +246,11 @@ _EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
 
 
     atexit.register(hold_the_gil)  # before any other exit hook: it runs last
+    """
+    )
+    + _CHECK_AT_EXIT
+    + textwrap.dedent(
+        """
     import tango
     from ska_tango_scheduler import CallbackScheduler
 
@@ -232,6 +269,7 @@ _EVENTS_AT_EXIT_SCRIPT = textwrap.dedent(
     slow = SlowToFinalise()
     print("leaving", len(seen), flush=True)
     """
+    )
 )
 
 
@@ -253,6 +291,10 @@ def test_process_exits_cleanly_while_events_flow(
                 env=dict(os.environ),
             )
             assert "leaving" in done.stdout, done.stderr[-2000:]
+            # Deterministic: the exit sequence shut the scheduler down and
+            # cancelled every subscription while events still flowed.
+            assert _ALL_ENDED in done.stdout, done.stdout[-2000:]
+            assert "subscriptions" in done.stdout
             assert done.returncode == 0, done.stderr[-2000:]
     finally:
         source.StopPushing([])
@@ -525,3 +567,40 @@ def test_a_frozen_server_does_not_delay_other_devices(
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
         sched.shutdown()
+
+
+def test_missed_events_do_not_make_a_connected_stream_failing(event_source: Any) -> None:
+    """API_MissedEvents says events were lost; the subscription still works.
+
+    ``invoke_lrc`` used to raise on such a stream, taking it for a failed
+    subscription (seen in a soak under a pile-up of callbacks).
+    """
+    trl = event_source.trls[0]
+    change = tango.EventType.CHANGE_EVENT
+    with CallbackScheduler(name="missed-events") as sched:
+        sched.register_event_callback(trl, "myAttr1", change, lambda _e: None).result(timeout=30)
+
+        def state() -> str:
+            return getattr(sched.stream_status(trl, "myAttr1", change), "state", "")
+
+        wait_for(
+            lambda: state() == "connected",
+            timeout=30,
+            message="the stream to connect",
+        )
+        (stream,) = sched._streams.values()  # noqa: SLF001 - inject Tango's notice
+        cases = (("API_MissedEvents", "connected"), ("API_EventTimeout", "failing"))
+        for reason, expected in cases:
+            error = tango.DevError()
+            error.reason = reason
+            error.desc = "injected by the test"
+            error.origin = "test"
+            error.severity = tango.ErrSeverity.ERR
+            event = _compat.make_error_event(stream.attribute_trl, change, [error])
+            stream._note_event(stream._generation, event)  # noqa: SLF001
+            # State changes made on the device's lane have run once this marker has.
+            marker = threading.Event()
+            stream.submit(marker.set)
+            assert marker.wait(30), "the device's lane did not run the marker job"
+            status = sched.stream_status(trl, "myAttr1", change)
+            assert status is not None and status.state == expected, (reason, status)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -834,6 +836,61 @@ def test_lrc_ends_when_its_device_dies(
     count = len(recorder.calls)
     time.sleep(1.0)
     assert len(recorder.calls) == count
+    subs.unsubscribe_lrc_events()
+
+
+@pytest.mark.timeout(300)
+def test_a_frozen_device_is_given_up_counting_from_its_last_sign_of_life(
+    device_server_factory: DeviceServerFactory,
+    tango_database: TangoDatabase,
+    sched: CallbackScheduler,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SIGSTOP mid-command: the final error= comes once OUTCOME_LOST_AFTER has passed.
+
+    The server answers nothing once stopped, so its last sign of life (an event
+    or an answered status check) came before ``stopped``. The final call must
+    not come before ``OUTCOME_LOST_AFTER`` has passed since then, and it must
+    come. The clock used to start at the first error event, about 10 s into
+    the hang; the printed delay shows how long it now takes.
+    """
+    lost_after = 8.0
+    monkeypatch.setattr(lrc, "OUTCOME_LOST_AFTER", lost_after)
+    trl = _lrc_process(device_server_factory, tango_database, "v2")
+    process = device_server_factory.processes[-1]
+    recorder = LrcRecorder()
+    subs = invoke_lrc(recorder, tango.DeviceProxy(trl), "Slow", (300.0,), callback_scheduler=sched)
+    wait_for(
+        lambda: TaskStatus.IN_PROGRESS in recorder.statuses(), DEADLINE, message="task running"
+    )
+    time.sleep(3.0)  # a few answered status checks: signs of life before the freeze
+    pid = process.pid
+    assert pid is not None
+    stopped = time.monotonic()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: _ended(recorder), 120.0, message=lambda: f"no end: {recorder.calls}")
+        ended = time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    errors = recorder.errors()
+    final = errors[-1][0]
+    print(f"from SIGSTOP to the final error=: {ended - stopped:.1f} s ({final.desc})")
+    assert final.reason == lrc.OUTCOME_LOST_REASON
+    assert ended - stopped >= lost_after, "given up before OUTCOME_LOST_AFTER had passed"
+    assert "gave no sign of life for" in final.desc
+    silent_for = float(final.desc.split("gave no sign of life for ")[1].split(" s")[0])
+    assert silent_for >= lost_after - 0.5  # printed rounded to whole seconds
+    # The clock ran from the last sign of life, before the freeze: the silence it
+    # reports spans the whole freeze (less rounding, and the delivery of the call).
+    # It used to run from the first error, and said 9 s after a 21 s freeze.
+    assert silent_for >= (ended - stopped) - 3.0, "the clock did not start at the freeze"
+    # Exactly one terminal call, and nothing after it.
+    wait_for(lambda: registered_callbacks(sched, trl) == 0, DEADLINE, message="callbacks")
+    count = len(recorder.calls)
+    time.sleep(1.0)
+    assert len(recorder.calls) == count
+    assert sum(1 for e in recorder.errors() if e[0].reason == lrc.OUTCOME_LOST_REASON) == 1
     subs.unsubscribe_lrc_events()
 
 

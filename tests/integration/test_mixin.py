@@ -105,7 +105,8 @@ def test_init_ten_times_while_callbacks_take_the_monitor(
     callbacks_flowing(device)
     assert device.initCount == 11
     assert device.monitorTimeouts == 0
-    assert len(device.currentSchedulerThreads) == 3  # worker, connector, diagnostics
+    # worker, connector, the connector service's control thread, diagnostics
+    assert len(device.currentSchedulerThreads) == 4
     print(f"Init durations with allow_internal_threads: {[round(d, 3) for d in durations]}")
     print(f"delete_device durations: {[round(d, 3) for d in device.deleteDurations]}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -155,3 +156,72 @@ def test_init_with_a_bad_property_fails_clearly_and_fixing_it_recovers(
     assert device.schedulerThreadCount == 2
     callbacks_flowing(device)
     assert process.running
+
+
+# property -> (its largest valid value, the next invalid one), as the database holds them
+LIMITS = {
+    "SchedulerThreadCount": ("128", "129"),
+    "SchedulerSlowCallbackDuration": ("3600", "3600.001"),
+}
+
+
+def test_every_property_bound_at_and_past_its_limit_on_a_real_server(
+    device_server_factory: DeviceServerFactory,
+    tango_database: TangoDatabase,
+    source: tango.DeviceProxy,
+) -> None:
+    """At its limit a value is taken; just past it FAULT names it; SIGTERM still ends all.
+
+    ``SchedulerThreadCount=20000`` used to be accepted: 25 s of Init, 20,020
+    threads, and a server that SIGTERM no longer stopped.
+    """
+    family = device_server_factory.unique_name("mixcfglim")
+    name = f"test/{family}/1"
+    started_bad = f"test/{family}/2"
+    properties = {"SourceDevice": source.dev_name(), "CallbackTakesMonitor": "false"}
+    process = reference_server(
+        device_server_factory,
+        tango_database,
+        {name: properties, started_bad: {**properties, "SchedulerThreadCount": "20000"}},
+    )
+    # Past the limit at start-up: FAULT naming the property and value, server up.
+    faulty = tango.DeviceProxy(started_bad)
+    assert faulty.state() == tango.DevState.FAULT
+    assert "SchedulerThreadCount = '20000'" in faulty.status(), faulty.status()
+    device = tango.DeviceProxy(name)
+    device.set_timeout_millis(30_000)
+    source.StartPushing([[20.0], ["myAttr1"]])
+    callbacks_flowing(device)
+    for prop, (limit, past) in LIMITS.items():
+        tango_database.put_device_properties(name, {prop: [limit]})
+        device.Init()
+        assert device.state() == tango.DevState.ON, (prop, limit, device.status())
+        if prop == "SchedulerThreadCount":
+            assert device.schedulerThreadCount == int(limit)
+        callbacks_flowing(device)
+        for bad in (past, "20000" if prop == "SchedulerThreadCount" else "inf"):
+            tango_database.put_device_properties(name, {prop: [bad]})
+            with pytest.raises(tango.DevFailed) as info:
+                device.Init()
+            text = error_text(info.value)
+            print(f"Init with {prop}={bad!r}: {text}")
+            assert f"{prop} = {bad!r}" in text, text
+            assert "CORBA" not in text, text
+            assert device.state() == tango.DevState.FAULT, (prop, bad)
+            assert f"{prop} = {bad!r}" in device.status()
+            assert process.running
+        # Fixing it and sending Init recovers.
+        tango_database.client.delete_device_property(name, [prop])
+        device.Init()
+        assert device.state() == tango.DevState.ON, (prop, device.status())
+        callbacks_flowing(device)
+    # The device started in FAULT recovers too.
+    tango_database.client.delete_device_property(started_bad, ["SchedulerThreadCount"])
+    faulty.Init()
+    assert faulty.state() == tango.DevState.ON, faulty.status()
+    assert process.running
+    source.StopPushing([])
+    # PyTango 10 servers exit with 0 on SIGTERM; on 9.5.1 any server (a plain
+    # EventSource too) is ended by the signal itself (-15). Never SIGKILL (-9).
+    expected = 0 if tango.__version_info__ >= (10,) else -signal.SIGTERM
+    assert process.stop(grace=60) == expected, "SIGTERM did not end the server as usual"

@@ -411,8 +411,18 @@ def test_top_live_by_events_and_ctrl_c_leaves_nothing_behind(scene: Scene) -> No
 
     try:
         deadline = time.monotonic() + 60
-        # Redrawn in place (cursor up, clear) at least twice with the device's queues.
-        while time.monotonic() < deadline and output.count(b"\x1b[J") < 2:
+        not_running = f"{scene.not_running}: not running".encode()
+
+        def shown() -> bool:
+            # Redrawn in place (cursor up, clear) at least twice, with the device's
+            # queues and the other device said to be not running.
+            return (
+                output.count(b"\x1b[J") >= 2
+                and b"myattr1#CHANGE_EVENT" in output
+                and not_running in output
+            )
+
+        while time.monotonic() < deadline and not shown():
             read_some(0.5)
         text = output.decode(errors="replace")
         assert text.count("\x1b[J") >= 2, text[-2000:]

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import _thread
+import gc
 import logging
+import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tango import EventType
 
-from ska_tango_scheduler._dispatch import Dispatcher, RateLimitedLogger
+from ska_tango_scheduler import CallbackScheduler, _dispatch
+from ska_tango_scheduler._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
+from ska_tango_scheduler._streams import EventStream, StreamKey
+from ska_tango_scheduler._trl import DeviceKey
 
 
 def test_events_of_one_queue_arrive_in_order(make_dispatcher, sink_class, limited, wait) -> None:
@@ -391,3 +399,128 @@ def test_an_event_is_never_released_under_the_dispatcher_lock(
     wait(lambda: len(done) == 1)
     assert done == [True], "the put inside the release waited for the dispatcher lock"
     wait(lambda: "from-del" in seen)
+
+
+class _TrackingLock:
+    """A raw lock that records which thread holds it (for the collector hook)."""
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self.holder = 0
+        self.acquired = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            self.holder = threading.get_ident()
+            self.acquired += 1
+        return got
+
+    def release(self) -> None:
+        self.holder = 0
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, kind: object, value: object, trace: object) -> None:
+        self.release()
+
+
+def test_no_garbage_collection_starts_under_the_intake_lock(monkeypatch, limited) -> None:
+    """The intake lock is held only across plain field updates (see Dispatcher).
+
+    With a collection at every allocation of a garbage-collected object, a
+    hook records every collection that starts on a thread holding the intake
+    lock, while real threads put (with drops), deliver, linger, park, wake,
+    take ``diagnostics()`` snapshots and stop. A collection there could run
+    a DeviceProxy destructor that waits for Tango's event thread while that
+    thread waits for the lock in put().
+    """
+    tracking = _TrackingLock()
+    monkeypatch.setattr(_dispatch, "_new_lock", lambda: tracking)
+    violations: list[str] = []
+    collections = [0]
+
+    def hook(phase: str, info: dict[str, int]) -> None:
+        if phase != "start":
+            return
+        collections[0] += 1
+        if tracking.holder == threading.get_ident() and len(violations) < 10:
+            frame = sys._getframe(1)  # noqa: SLF001 - where the collection started
+            violations.append(f"offset {frame.f_lasti} of {frame.f_code.co_name}:\n")
+            violations.append("".join(traceback.format_stack(frame, limit=4)))
+
+    scheduler = CallbackScheduler(2, name="gc")
+    dispatcher = scheduler._dispatcher  # noqa: SLF001
+    delivered = [0]
+
+    def callback(event: Any) -> None:
+        delivered[0] += 1
+        _ = [event, {"garbage": event}]  # allocates on a worker, outside the lock
+        if event % 97 == 0:
+            time.sleep(0.001)
+
+    streams = []
+    for i, size in enumerate((4, 4, 64)):
+        key = StreamKey(DeviceKey("localhost", 10000, f"test/gc/{i}"), "a", EventType.CHANGE_EVENT)
+        stream = EventStream(scheduler._ctx, key, "a", dispatcher.new_queue(size), None)  # noqa: SLF001
+        stream.registrations = (CallbackRegistration(i, callback),)
+        with scheduler._lock:  # noqa: SLF001 - a stream without Tango, for diagnostics()
+            scheduler._streams[key] = stream  # noqa: SLF001
+            scheduler._queue_users[stream.queue] = {stream}  # noqa: SLF001
+        streams.append(stream)
+    stop = threading.Event()
+    parked_seen = [0]
+    snapshots = [0]
+
+    def produce(first: int) -> None:
+        n = 0
+        while not stop.is_set():
+            for _ in range(50):  # a burst (drops on the small queues)
+                stream = streams[(first + n) % 3]
+                dispatcher.put(stream.queue, stream, n)
+                n += 1
+            time.sleep(0.003)  # long enough for workers to linger and park
+            parked_seen[0] = max(parked_seen[0], dispatcher.parked)
+
+    def snapshot() -> None:
+        while not stop.is_set():
+            scheduler.diagnostics()
+            snapshots[0] += 1
+
+    threads = [threading.Thread(target=produce, args=(i,)) for i in range(2)]
+    threads.append(threading.Thread(target=snapshot))
+    thresholds = gc.get_threshold()
+    gc.callbacks.append(hook)
+    gc.set_threshold(1, 1000, 1000)  # gen 0 at every allocation; rare full ones
+    try:
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+            collections[0] > 2000
+            and tracking.acquired > 1000
+            and snapshots[0] > 20
+            and parked_seen[0]
+            and dispatcher.totals.dropped
+            and delivered[0] > 100
+        ):
+            time.sleep(0.05)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        # Let the workers park, then stop them (which wakes parked workers).
+        while dispatcher.parked < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        scheduler.shutdown(timeout=30)
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.callbacks.remove(hook)
+    assert not violations, "a collection started under the intake lock:\n" + "".join(violations)
+    # The scene did reach every path it claims to check.
+    assert collections[0] > 2000 and tracking.acquired > 1000 and snapshots[0] > 20
+    assert dispatcher.totals.dropped > 0 and delivered[0] > 100 and parked_seen[0] > 0

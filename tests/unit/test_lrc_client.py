@@ -26,6 +26,7 @@ import tango
 from ska_tango_scheduler import long_running_commands as lrc
 from ska_tango_scheduler._queues import EventQueue
 from ska_tango_scheduler.control_model import ResultCode, TaskStatus
+from ska_tango_scheduler.diagnostics import StreamStatus
 from ska_tango_scheduler.long_running_commands import (
     EVENTS_DROPPED_REASON,
     INVOKE_FAILED_REASON,
@@ -190,6 +191,14 @@ class FakeScheduler(CallbackScheduler):
         ]
         return SimpleNamespace(streams=rows)
 
+    def stream_status(self, device: Any, attr_name: str, event_type: Any = None) -> Any:
+        stream = self.streams.get(attr_name.lower())
+        if stream is None:
+            return None
+        return StreamStatus(
+            f"{attr_name.lower()}#CHANGE_EVENT", stream.state, "API_Broken: it broke"
+        )
+
     # test helpers
     def push(self, attr: str, value: tuple[str, ...] | None) -> None:
         self.deliver(attr, change_event(attr, value))
@@ -314,12 +323,11 @@ def run(
 
 
 def settle(subs: LRCSubscriptionsProtocol) -> None:
-    """Wait for the invocation's replay thread, if it has one."""
+    """Wait for the invocation's replay job, if it has one."""
     inner = getattr(subs, "_invocation", subs)
-    thread = inner._replay_thread
-    if thread is not None:
-        thread.join(30)
-        assert not thread.is_alive()
+    replayed = inner._replayed
+    if replayed is not None:
+        assert replayed.wait(30), "the replay job did not end"
 
 
 def v2(cid: str, **update: Any) -> tuple[str, str]:

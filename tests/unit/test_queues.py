@@ -64,3 +64,18 @@ def test_size_must_be_int(size: object) -> None:
 def test_names_are_unique_unless_given() -> None:
     assert EventQueue(1).name != EventQueue(1).name
     assert EventQueue(1, "mine").name == "mine"
+
+
+def test_counts_without_walking_the_queue() -> None:
+    """Per-sink counts come from counters kept on put, not from the queue's items."""
+    dispatcher = _dispatcher()
+    queue = dispatcher.new_queue(3)
+    a, b = _Sink(), _Sink()
+    for i in range(10):
+        dispatcher.put(queue, a if i % 2 else b, i)
+    # Queued: 7 (a), 8 (b), 9 (a).
+    assert dispatcher.sink_counts(a) == (2, 0, 3)
+    assert dispatcher.sink_counts(b) == (1, 0, 4)
+    assert dispatcher.queue_counts(queue) == (3, 0, 7)
+    assert dispatcher.total_counts() == (10, 0, 7, 0, 0)
+    assert a.counters.received == 5 and b.counters.received == 5

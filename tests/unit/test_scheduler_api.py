@@ -47,13 +47,13 @@ def sched() -> Iterator[CallbackScheduler]:
 
 @pytest.mark.parametrize("value", [0, -3])
 def test_thread_count_below_one(value: int) -> None:
-    with pytest.raises(ValueError, match="thread_count must be at least 1"):
+    with pytest.raises(ValueError, match="thread_count must be a whole number from 1 to 128"):
         CallbackScheduler(thread_count=value)
 
 
 @pytest.mark.parametrize("value", [1.0, "2", None, True])
 def test_thread_count_not_int(value: object) -> None:
-    with pytest.raises(TypeError, match="thread_count must be an int"):
+    with pytest.raises(TypeError, match="thread_count must be a whole number"):
         CallbackScheduler(thread_count=value)  # type: ignore[arg-type]
 
 
@@ -69,7 +69,7 @@ def test_backoff_type_checked() -> None:
 
 @pytest.mark.parametrize("size", [0, -1])
 def test_queue_size_below_one(sched: CallbackScheduler, size: int) -> None:
-    with pytest.raises(ValueError, match="queue_size must be at least 1"):
+    with pytest.raises(ValueError, match="queue_size must be a whole number from 1 to 1000000"):
         sched.allocate_queue(queue_size=size)
 
 
@@ -257,3 +257,22 @@ def test_slow_callback_duration_accepted(value: float | None) -> None:
         assert sched.slow_callback_duration == value
         snap = sched.diagnostics()
     assert snap.totals.slow_callbacks == 0 and len(snap.workers) == 1
+
+
+def test_stream_status(sched: CallbackScheduler) -> None:
+    """stream_status reports a stream's state and error; None for no stream."""
+    assert sched.stream_status(NOWHERE, "state") is None
+    sched.register_event_callback(NOWHERE, "State", CHANGE, noop)
+    deadline = time.monotonic() + 30
+    status = sched.stream_status(NOWHERE, "state", CHANGE)
+    while (status is None or not status.failing) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        status = sched.stream_status(NOWHERE, "STATE")
+    assert status is not None and status.failing, f"waited for the stream to fail: {status}"
+    assert status.state == "failing" and status.last_error
+    assert status.name == sched.diagnostics().streams[0].name
+    assert sched.stream_status(NOWHERE, "state", tango.EventType.PERIODIC_EVENT) is None
+    with pytest.raises(ValueError, match="plain attribute"):
+        sched.stream_status(NOWHERE, "a/b")
+    sched.shutdown(timeout=30)
+    assert sched.stream_status(NOWHERE, "state") is None

@@ -84,3 +84,20 @@ def test_non_ascii_names_are_refused_as_given() -> None:
 
     with pytest.raises(ValueError, match="tést/dévice/ü"):
         parse_device_trl("tést/dévice/ü", "h:1")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["tango://[::1]:10000/a/b/c", "//[fe80::1]:10000/a/b/c", "TANGO://[::1]:1/a/b/c#dbase=no"],
+)
+def test_ipv6_hosts_are_refused_saying_so(text: str) -> None:
+    with pytest.raises(ValueError, match="IPv6 addresses are not supported as Tango hosts"):
+        parse_device_trl(text, "h:1")
+
+
+@pytest.mark.parametrize("tango_host", ["[::1]:10000", "::1:10000"])
+def test_an_ipv6_tango_host_is_refused_saying_so(tango_host: str) -> None:
+    with pytest.raises(ValueError, match="TANGO_HOST=.*IPv6 addresses are not supported"):
+        parse_device_trl("a/b/c", tango_host)
+    # A full TRL does not need TANGO_HOST.
+    assert parse_device_trl("tango://h:1/a/b/c", tango_host).site == "h"

@@ -172,3 +172,20 @@ def test_a_running_delivery_counts_as_busy() -> None:
 
 def test_window_length_is_the_documented_one() -> None:
     assert diagnostics.LATENCY_WINDOW == LENGTH
+
+
+def test_stats_are_computed_again_only_when_the_samples_change() -> None:
+    """A window hands out the same statistics until a sample arrives or a bucket expires."""
+    window = SampleWindow(LENGTH)
+    empty = window.stats(100.0)
+    assert empty == WindowStats() and window.stats(100.5) is empty
+    window.add(100.0, 0.002, 0.001)
+    first = window.stats(100.0)
+    assert first.samples == 1 and first.max_wait == 0.002
+    assert window.stats(100.05) is first  # same bucket range, same samples
+    window.add(100.1, 0.004, 0.001)
+    second = window.stats(100.1)
+    assert second is not first and second.samples == 2 and second.max_wait == 0.004
+    # Both samples leave the window once their bucket is more than LENGTH old.
+    later = window.stats(100.0 + LENGTH + WIDTH)
+    assert later.samples == 0

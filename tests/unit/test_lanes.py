@@ -1,15 +1,22 @@
-"""The connector pool: jobs in order per lane, lanes in parallel, delays, closing."""
+"""The lanes service: jobs in order per lane, lanes in parallel, delays, closing."""
 
 from __future__ import annotations
 
+import gc
 import logging
+import queue
 import threading
 import time
+import types
 from collections.abc import Callable
+from typing import Any
 
-from ska_tango_scheduler._executor import ConnectorPool
+import pytest
 
-LOG = logging.getLogger("test.executor")
+from ska_tango_scheduler import _lanes as lanes_module
+from ska_tango_scheduler._lanes import ConnectorPool
+
+LOG = logging.getLogger("test.lanes")
 
 
 def test_jobs_of_one_lane_run_in_order_one_at_a_time() -> None:
@@ -32,7 +39,7 @@ def test_jobs_of_one_lane_run_in_order_one_at_a_time() -> None:
     assert done.wait(30)
     assert seen == list(range(50))
     assert max(overlap) == 1
-    assert all(t.name.startswith("ex-") for t in ex.threads)
+    assert all(t.name.startswith(("ex-", "ex.")) for t in ex.threads)
     assert ex.close([], 30)
 
 
@@ -69,7 +76,7 @@ def test_a_failing_job_does_not_stop_the_thread(caplog) -> None:
     def bad() -> None:
         raise RuntimeError("boom")
 
-    with caplog.at_level(logging.ERROR, logger="test.executor"):
+    with caplog.at_level(logging.ERROR, logger="test.lanes"):
         ex.submit("a", bad)
         ex.submit("a", done.set)
         assert done.wait(30)
@@ -210,3 +217,158 @@ def test_a_cancelled_timer_job_is_released_with_the_lock_free() -> None:
     seen = _wait_for_release(done)
     ex.close([], timeout=10)
     assert seen == [True], "the submit inside the release waited for the pool lock"
+
+
+# -- the rule: no collection while a thread holds a lock of the service ----------------------
+
+_held = threading.local()
+_RealLock = threading.Lock
+
+
+class _TrackingLock:
+    """A lock that counts, per thread, how many tracking locks the thread holds."""
+
+    def __init__(self, reentrant: bool = False) -> None:
+        self._lock = threading.RLock() if reentrant else _RealLock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        if got:
+            _held.count = getattr(_held, "count", 0) + 1
+        return got
+
+    def release(self) -> None:
+        _held.count -= 1
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked() if hasattr(self._lock, "locked") else False
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def _tracking_threading() -> types.SimpleNamespace:
+    """The threading module, with every lock and condition made of tracking locks."""
+    shim = types.SimpleNamespace(**vars(threading))
+    shim.Lock = _TrackingLock
+    shim.RLock = lambda: _TrackingLock(reentrant=True)
+    shim.Condition = lambda lock=None: threading.Condition(
+        lock if lock is not None else _TrackingLock(reentrant=True)
+    )
+    return shim
+
+
+def churn_under_gc(module: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[int, list[str]]:
+    """Churn a service of ``module`` from several threads, the collector on at every allocation.
+
+    Returns:
+        How many collections started, and the names of the threads that started
+        one while holding a lock of the service.
+    """
+    monkeypatch.setattr(module, "threading", _tracking_threading())
+    flagged: list[str] = []
+    starts = [0]
+
+    def hook(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            starts[0] += 1
+            if getattr(_held, "count", 0):
+                flagged.append(threading.current_thread().name)
+
+    def churn(pool: Any, me: int) -> None:
+        for i in range(60):
+            lane = f"lane-{me}-{i % 5}"
+            pool.submit(lane, lambda: [object()])
+            pool.call_later(0.001 * (i % 3), lane, lambda: [object()]).cancel()
+            pool.call_later(0.002, lane, lambda: [object()])
+            if i % 10 == 0:
+                pool.run_here(lane, lambda: [object()], timeout=5)
+
+    threshold = gc.get_threshold()
+    gc.callbacks.append(hook)
+    gc.set_threshold(1)
+    try:
+        for round_ in range(3):
+            pool = module.ConnectorPool(f"gc-{round_}", LOG, max_threads=3)
+            workers = [
+                threading.Thread(target=churn, args=(pool, n), name=f"churn-{n}") for n in range(4)
+            ]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(60)
+            assert pool.close([("final", lambda: [object()])], 30)
+    finally:
+        gc.set_threshold(*threshold)
+        gc.callbacks.remove(hook)
+    return starts[0], flagged
+
+
+def test_no_collection_starts_under_a_lock_of_the_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tango's event thread may wait in submit: nothing may collect under what it waits for.
+
+    A collection can free a ``DeviceProxy`` whose destructor waits for Tango's
+    event thread; if that happens under a lock that submit, call_later, cancel or
+    run_here waits for, the process deadlocks. (The connector pool this service
+    replaced created a lane under its lock: this test fails on it.)
+    """
+    starts, flagged = churn_under_gc(lanes_module, monkeypatch)
+    assert starts > 100, "the collector hardly ran: the test proves nothing"
+    assert not flagged, f"collections started under a lock of the service in {set(flagged)}"
+
+
+def test_run_here_is_reentrant_in_a_job_of_its_lane() -> None:
+    ex = ConnectorPool("ex", LOG)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def outer() -> None:
+        assert ex.in_pool()
+        assert ex.run_here("a", lambda: seen.append("inner"), timeout=0.1)
+        assert ex.run_here("a", lambda: ex.run_here("a", lambda: seen.append("nested"), 0), 0)
+        done.set()
+
+    ex.submit("a", outer)
+    assert done.wait(30)
+    assert seen == ["inner", "nested"]
+    assert not ex.in_pool()
+    assert ex.close([], 30)
+
+
+class _LateReply:
+    """A grant queue whose wait ends just after the grant came, as a timeout would."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[bool] = queue.SimpleQueue()
+
+    def put(self, granted: bool) -> None:
+        self._queue.put(granted)
+
+    def get(self, timeout: float | None = None) -> bool:
+        self._queue.get(timeout=30)
+        raise queue.Empty
+
+
+def test_a_grant_that_comes_after_the_timeout_is_handed_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run_here gives up as the grant comes: the lane is handed back, its jobs still run."""
+    ex = ConnectorPool("ex", LOG)
+    ran: list[str] = []
+
+    class LateGrant(lanes_module._Grant):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reply = _LateReply()  # type: ignore[assignment]
+
+    monkeypatch.setattr(lanes_module, "_Grant", LateGrant)
+    assert not ex.run_here("a", lambda: ran.append("here"), timeout=0.1)
+    done = threading.Event()
+    ex.submit("a", done.set)
+    assert done.wait(10), "a grant that came too late kept the lane"
+    assert ran == []
+    assert ex.close([], 30)
