@@ -8,12 +8,20 @@ it with real device servers:
 
 * ``test_client_scene_keeps_delivering``: a client process floods through a
   :class:`~ska_tango_scheduler.CallbackScheduler` while user objects holding
-  subscribed proxies in reference cycles are dropped, the collector runs often,
-  callbacks are registered and unregistered, long running commands are invoked
-  with their handles dropped and ``diagnostics()`` is read in a loop. The scene
-  runs in a child process (a stall or a segmentation fault must not take pytest
-  with it); a canary stream must keep delivering. On a stall every thread's
-  stack is dumped into the child's log, which the failure names.
+  subscribed proxies in reference cycles are dropped, the collector runs often
+  (low thresholds, the set-up frozen), callbacks are registered and
+  unregistered, long running commands are invoked with their handles dropped
+  and ``diagnostics()`` is read in a loop. The holders' finalisers destroy
+  their proxy on whichever thread collects, so proxy destructors run inside
+  calls of the package, except on Tango's own threads, where they hand the
+  proxy to a thread that destroys it with no lock held (destroying a
+  subscribed proxy on Tango's own thread is a PyTango hazard, not the one
+  under test). The scene runs in a child process (a stall or a segmentation
+  fault must not take pytest with it); a canary stream must keep delivering.
+  On a stall every thread's stack is dumped into the child's log, which the
+  failure names. To run it against another checkout of the package, set
+  :data:`~ska_tango_scheduler.testing.stress.STRESS_PACKAGE_PATH_ENV` to its
+  ``src`` directory.
 * ``test_mixin_server_survives_init_with_readers_and_followers``: a
   ``SchedulerMixin`` device server whose two devices run ``Init`` in loops while
   clients read every diagnostic attribute and follow their change events. The
@@ -22,7 +30,7 @@ it with real device servers:
   server, the signal's default action ends it at once: status -15).
 
 Each scene runs for :data:`~ska_tango_scheduler.testing.stress.STRESS_SECONDS_ENV`
-seconds (default 40).
+seconds (default 25).
 """
 
 from __future__ import annotations
@@ -43,7 +51,7 @@ from ska_tango_scheduler.testing import TangoDatabase, wait_for
 from ska_tango_scheduler.testing.lrc_device import LRC_SERVER_NAME
 from ska_tango_scheduler.testing.mixin_devices import GC_THRESHOLD_ENV, reference_server
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
-from ska_tango_scheduler.testing.stress import run_stress_scene, stress_seconds
+from ska_tango_scheduler.testing.stress import run_stress_scene, scene_arguments, stress_seconds
 
 CHANGE = tango.EventType.CHANGE_EVENT
 _PYTANGO_MAJOR = int(tango.__version__.split(".")[0])
@@ -78,7 +86,13 @@ def test_client_scene_keeps_delivering(
     lrc = _lrc_device(device_server_factory)
     log = tmp_path / "stress-scheduler.log"
     result = run_stress_scene(
-        "scheduler", devices, lrc=lrc, duration=SECONDS, log_path=log, stall_after=STALL_AFTER
+        "scheduler",
+        devices,
+        lrc=lrc,
+        duration=SECONDS,
+        log_path=log,
+        stall_after=STALL_AFTER,
+        extra_args=scene_arguments(),
     )
     print(result.describe())
     assert result.ok, result.describe()
