@@ -51,7 +51,13 @@ from ska_tango_scheduler.testing import TangoDatabase, wait_for
 from ska_tango_scheduler.testing.lrc_device import LRC_SERVER_NAME
 from ska_tango_scheduler.testing.mixin_devices import GC_THRESHOLD_ENV, reference_server
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
-from ska_tango_scheduler.testing.stress import run_stress_scene, scene_arguments, stress_seconds
+from ska_tango_scheduler.testing.stress import (
+    STRESS_PACKAGE_PATH_ENV,
+    run_stress_scene,
+    scene_arguments,
+    scene_environment,
+    stress_seconds,
+)
 
 CHANGE = tango.EventType.CHANGE_EVENT
 _PYTANGO_MAJOR = int(tango.__version__.split(".")[0])
@@ -99,6 +105,18 @@ def test_client_scene_keeps_delivering(
 
 
 # -- the mixin scene ---------------------------------------------------------------------------
+
+
+def _server_env(extra: dict[str, str]) -> dict[str, str]:
+    """The mixin server's extra environment: ``extra``, and the package path.
+
+    With :data:`~ska_tango_scheduler.testing.stress.STRESS_PACKAGE_PATH_ENV`
+    set, the server runs the package (and its test devices) from there.
+    """
+    env = dict(extra)
+    if os.environ.get(STRESS_PACKAGE_PATH_ENV, "").strip():
+        env["PYTHONPATH"] = scene_environment()["PYTHONPATH"]
+    return env
 
 
 def _threads_of(pid: int) -> int:
@@ -190,7 +208,7 @@ def test_mixin_server_survives_init_with_readers_and_followers(
             for i, name in enumerate(names)
         },
         peers=sources,
-        env={GC_THRESHOLD_ENV: "100,1,1"},
+        env=_server_env({GC_THRESHOLD_ENV: "100,1,1"}),
     )
     assert server.pid is not None
     pid = server.pid
