@@ -102,6 +102,10 @@ def test_client_scene_keeps_delivering(
     )
     print(result.describe())
     assert result.ok, result.describe()
+    # The scene tests something only if the collector freed proxies inside calls
+    # of the package (such as diagnostics(), register_event_callback, invoke_lrc).
+    inside = result.summary.get("freed", {}).get("package call", 0)
+    assert inside > 0, f"no proxy was destroyed inside a call of the package\n{result.describe()}"
 
 
 # -- the mixin scene ---------------------------------------------------------------------------
