@@ -21,7 +21,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import diagnostics, dispatch, isolation, lrc, memory, report, startup, streams, throughput
+from . import (
+    diagnostics,
+    dispatch,
+    isolation,
+    lrc,
+    memory,
+    report,
+    startup,
+    streams,
+    stress,
+    throughput,
+)
 from ._bed import Bed
 from ._common import BenchResult, Row, environment_summary
 
@@ -44,6 +55,7 @@ FULL: dict[str, dict[str, Any]] = {
     "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 30.0},
     "startup": {"repeats": 5, "down_s": 3.0},
     "lrc": {"commands": 100, "quiet_hz": 50.0},
+    "stress": {"servers": 5, "seconds": 30.0, "repeats": 2},
     "diagnostics": {"rate": 4000.0, "seconds": 5.0, "repeats": 2},
 }
 
@@ -62,6 +74,7 @@ QUICK: dict[str, dict[str, Any]] = {
     "memory": {"flood_hz": 2000.0, "callback_s": 0.01, "seconds": 10.0},
     "startup": {"repeats": 2, "down_s": 2.0},
     "lrc": {"commands": 20, "quiet_hz": 50.0},
+    "stress": {"servers": 2, "seconds": 3.0, "repeats": 1},
     "diagnostics": {"rate": 4000.0, "seconds": 2.0, "repeats": 1},
 }
 
@@ -72,6 +85,7 @@ _TANGO_BENCHMARKS: dict[str, Callable[[Bed, dict[str, Any]], BenchResult]] = {
     "memory": memory.run,
     "startup": startup.run,
     "lrc": lrc.run,
+    "stress": stress.run,
     "diagnostics": diagnostics.run,
 }
 ORDER = (
@@ -81,6 +95,7 @@ ORDER = (
     "memory",
     "startup",
     "lrc",
+    "stress",
     "diagnostics",
     "dispatch",
 )

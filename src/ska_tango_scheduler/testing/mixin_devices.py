@@ -14,7 +14,9 @@ serves two classes, in this order:
   created, let alone exported, when they subscribe).
 
 The environment variable named by :data:`SERIAL_MODEL_ENV` chooses the
-server's serial model (``BY_DEVICE`` when unset).
+server's serial model (``BY_DEVICE`` when unset); the one named by
+:data:`GC_THRESHOLD_ENV` sets the garbage collector's thresholds
+(``gc.set_threshold``, comma-separated), for stress tests.
 
 ``SchedulerReference`` device properties:
 
@@ -46,6 +48,7 @@ attributes describe the current scheduler only.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import json
 import logging
 import os
@@ -69,6 +72,7 @@ if TYPE_CHECKING:  # the pytest plugin imports pytest, which a device server doe
     from .pytest_plugin import DeviceServerFactory
 
 __all__ = [
+    "GC_THRESHOLD_ENV",
     "SCHEDULER_REFERENCE_CLASS",
     "SCHEDULER_REFERENCE_MODULE",
     "SERIAL_MODEL_ENV",
@@ -84,6 +88,9 @@ SCHEDULER_REFERENCE_MODULE = "ska_tango_scheduler.testing.mixin_devices"
 #: Environment variable naming the server's serial model (``BY_DEVICE``,
 #: ``BY_CLASS``, ``BY_PROCESS`` or ``NO_SYNC``).
 SERIAL_MODEL_ENV = "SKA_TANGO_SCHEDULER_SERIAL_MODEL"
+#: Environment variable: the server's garbage collector thresholds, comma-separated
+#: (e.g. ``700,1,1``); Python's defaults when unset.
+GC_THRESHOLD_ENV = "SKA_TANGO_SCHEDULER_GC_THRESHOLD"
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -374,6 +381,9 @@ def main(args: Sequence[str] | None = None) -> None:
     )
     # `kill -USR1 <pid>` prints every thread's stack to the log: for hangs.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    thresholds = os.environ.get(GC_THRESHOLD_ENV, "").strip()
+    if thresholds:
+        gc.set_threshold(*(int(part) for part in thresholds.split(",")))
     argv = list(sys.argv[1:] if args is None else args)
     tango.server.run(
         (SchedulerReference, EventSource),
