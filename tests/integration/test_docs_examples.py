@@ -128,7 +128,14 @@ def test_tutorial_with_its_own_test_bed(run_example: StartExample) -> None:
     status, out = testbed.wait(60)
     assert status == 0 and out.rstrip().endswith("stopped"), out
     assert len(children) == 2
-    wait_for(lambda: not any(psutil.pid_exists(pid) for pid in children), timeout=15)
+    wait_for(
+        lambda: not any(psutil.pid_exists(pid) for pid in children),
+        timeout=15,
+        message=lambda: (
+            "the test bed's two child processes gone: still there "
+            f"{[pid for pid in children if psutil.pid_exists(pid)]}"
+        ),
+    )
 
 
 def test_tutorial_against_the_shared_event_source(
@@ -222,7 +229,10 @@ def test_device_classes_with_a_scheduler(
     for name in (plain, mixin):
         tango_database.put_device_properties(name, {"SourceDevice": [event_source.trls[2]]})
     server.start()
-    wait_for(lambda: tango_database.is_defined(mixin))
+    wait_for(
+        lambda: tango_database.is_defined(mixin),
+        message=f"the device {mixin} defined in the database by its server",
+    )
     source = tango.DeviceProxy(event_source.trls[2])
     followers = [tango.DeviceProxy(tango_database.trl(n)) for n in (plain, mixin)]
     for round_ in range(3):
