@@ -109,14 +109,6 @@ def lrc_server(
         factory.close()
 
 
-@pytest.fixture
-def sched() -> Iterator[CallbackScheduler]:
-    """A scheduler for one test, shut down afterwards."""
-    scheduler = CallbackScheduler(name="lrc-test")
-    yield scheduler
-    scheduler.shutdown(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def kept_connection(lrc_server: LrcServer) -> Iterator[None]:
     """Keep this process's event connection to the LRC server open.

@@ -7,7 +7,7 @@ failing in the background, which these tests do not care about.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import tango
@@ -39,10 +39,8 @@ def noop(event: object) -> None:
 
 
 @pytest.fixture
-def sched() -> Iterator[CallbackScheduler]:
-    scheduler = CallbackScheduler(name="api-test", backoff=BackoffPolicy(max_delay=5.0))
-    yield scheduler
-    scheduler.shutdown(timeout=30)
+def sched(make_scheduler: Callable[..., CallbackScheduler]) -> CallbackScheduler:
+    return make_scheduler(name="api-test", backoff=BackoffPolicy(max_delay=5.0))
 
 
 @pytest.mark.parametrize("value", [0, -3])
