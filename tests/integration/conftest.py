@@ -3,6 +3,7 @@
 * ``recorder``: makes :class:`Recorder` callbacks that keep every event they get.
 * ``source``: the first device of the module's shared ``EventSource`` server.
 * ``own_source``: an ``EventSource`` device of a server of its own.
+* ``module_server_factory``: a device server factory whose servers end with the module.
 * ``callbacks_flowing``: waits until a ``SchedulerReference`` device's callback
   counts more events.
 
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 import tango
 
-from ska_tango_scheduler.testing import wait_for
+from ska_tango_scheduler.testing import TangoDatabase, wait_for
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory, EventSourceServer
 
 
@@ -97,6 +98,20 @@ def source(event_source: EventSourceServer) -> Iterator[tango.DeviceProxy]:
     proxy.ResetCounts()
     yield proxy
     proxy.command_inout("StopPushing", [])
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(
+    tango_database: TangoDatabase,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[DeviceServerFactory]:
+    """A device server factory for the whole module; its servers end with the module."""
+    factory = DeviceServerFactory(tango_database, tmp_path_factory.mktemp(request.module.__name__))
+    try:
+        yield factory
+    finally:
+        factory.close()
 
 
 @pytest.fixture

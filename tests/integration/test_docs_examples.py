@@ -89,21 +89,16 @@ def run(run_example: StartExample, name: str, *args: str, timeout: float = 120) 
 
 
 @pytest.fixture(scope="module")
-def lrc_device(
-    tango_database: TangoDatabase, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    factory = DeviceServerFactory(tango_database, tmp_path_factory.mktemp("lrc"))
-    try:
-        name = f"test/{factory.unique_name('doclrc')}/1"
-        factory(
-            f"{LRC_SERVER_NAME}/{factory.unique_name('doc')}",
-            [name],
-            device_class=LRC_SERVER_NAME,
-            module=LRC_MODULE,
-        )
-        yield tango_database.trl(name)
-    finally:
-        factory.close()
+def lrc_device(tango_database: TangoDatabase, module_server_factory: DeviceServerFactory) -> str:
+    factory = module_server_factory
+    name = f"test/{factory.unique_name('doclrc')}/1"
+    factory(
+        f"{LRC_SERVER_NAME}/{factory.unique_name('doc')}",
+        [name],
+        device_class=LRC_SERVER_NAME,
+        module=LRC_MODULE,
+    )
+    return tango_database.trl(name)
 
 
 # -- tutorial ----------------------------------------------------------------------------------

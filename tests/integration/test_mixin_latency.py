@@ -71,9 +71,9 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def scene(
-    tango_database: TangoDatabase, tmp_path_factory: pytest.TempPathFactory
+    tango_database: TangoDatabase, module_server_factory: DeviceServerFactory
 ) -> Iterator[Scene]:
-    factory = DeviceServerFactory(tango_database, tmp_path_factory.mktemp("latency"))
+    factory = module_server_factory
     try:
         source_process = factory.event_source(1)
         source = source_process.devices[0]
@@ -120,7 +120,6 @@ def scene(
             tango.DeviceProxy(source).StopPushing([])
         except Exception:  # noqa: BLE001 - the source may be gone already
             pass
-        factory.close()
 
 
 def streams_by_attribute(diagnostics: dict[str, Any]) -> dict[str, dict[str, Any]]:
