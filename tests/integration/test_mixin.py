@@ -226,9 +226,10 @@ def test_diagnostic_attributes_types_and_accounting(
         checks += 1
         return not own_source.pushingAttributes and sum(depths) == 0 and received > 1000
 
+    # Generous: on a loaded machine the burst takes long to push and drain.
     wait_for(
         consistent_and_drained,
-        timeout=60,
+        timeout=240,
         message=lambda: f"the burst pushed, over 1000 events received, the queue drained: {values}",
     )
     received = values["schedulerReceivedEvents"]
