@@ -5,16 +5,22 @@ The real-Tango fixtures (``tango_database``, ``device_server_factory``,
 Tests under ``tests/integration`` are marked ``integration``; when any such
 test is selected, the Tango database is started before every other fixture,
 so ``TANGO_HOST`` is set before the first Tango client call of the session.
+
+``make_scheduler`` and ``sched`` give every suite schedulers that are shut
+down after the test, their threads checked gone.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tango
 
+from ska_tango_scheduler import CallbackScheduler
 from ska_tango_scheduler.testing import DB_PYTHON_ENV
 
 pytest_plugins = ["ska_tango_scheduler.testing.pytest_plugin"]
@@ -40,3 +46,31 @@ def _tango_host_first(request: pytest.FixtureRequest) -> None:
     """Start the Tango database first when integration tests were selected."""
     if any(item.get_closest_marker("integration") for item in request.session.items):
         request.getfixturevalue("tango_database")
+
+
+@pytest.fixture
+def make_scheduler() -> Iterator[Callable[..., CallbackScheduler]]:
+    """Make schedulers (``make_scheduler(**kwargs)``); each is shut down after the test.
+
+    After the shutdown, none of its threads may still be alive.
+    """
+    made: list[CallbackScheduler] = []
+
+    def make(**kwargs: Any) -> CallbackScheduler:
+        scheduler = CallbackScheduler(**kwargs)
+        made.append(scheduler)
+        return scheduler
+
+    yield make
+    for scheduler in made:
+        scheduler.shutdown(timeout=30)
+        alive = [t.name for t in scheduler.threads if t.is_alive()]
+        assert not alive, f"threads of the scheduler still alive after its shutdown: {alive}"
+
+
+@pytest.fixture
+def sched(
+    make_scheduler: Callable[..., CallbackScheduler], request: pytest.FixtureRequest
+) -> CallbackScheduler:
+    """A scheduler with default settings, named after the test module."""
+    return make_scheduler(name=request.module.__name__.removeprefix("test_"))

@@ -14,14 +14,14 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import tango
 
 from ska_tango_scheduler import CallbackScheduler
-from ska_tango_scheduler.testing import wait_for
+from ska_tango_scheduler.testing import WaitTimeoutError, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,41 +35,35 @@ def _value(event: Any) -> int | None:
 
 
 @pytest.fixture
-def source(event_source: Any) -> Iterator[tango.DeviceProxy]:
-    """A proxy to the first EventSource device, its counters reset."""
-    proxy = tango.DeviceProxy(event_source.devices[0])
-    proxy.ResetCounts()
-    yield proxy
-    proxy.command_inout("StopPushing", [])
+def sched(make_scheduler: Callable[..., CallbackScheduler]) -> CallbackScheduler:
+    """Two workers, so that the promises hold across them."""
+    return make_scheduler(thread_count=2, name="promises")
 
 
-@pytest.fixture
-def sched() -> Iterator[CallbackScheduler]:
-    scheduler = CallbackScheduler(thread_count=2, name="promises")
-    yield scheduler
-    scheduler.shutdown(timeout=30)
-
-
-def _prime(source: tango.DeviceProxy, attr: str, seen: Any) -> int:
+def _prime(source: tango.DeviceProxy, attr: str, seen: Callable[[int], bool]) -> int:
     """Push until a pushed event arrives; return the value pushed last.
 
     ZeroMQ may lose events pushed right after a subscription (before the
     server's publisher knows of it): a test must not rely on the first push.
     """
-    deadline = time.monotonic() + 30
-    while True:
-        value = int(source.command_inout("Push", attr))
-        if wait_for_quietly(lambda v=value: seen(v), 1.0) or time.monotonic() > deadline:
-            return value
+    pushed: list[int] = []
 
-
-def wait_for_quietly(predicate: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
+    def push_and_see() -> bool:
+        pushed.append(int(source.command_inout("Push", attr)))
+        try:
+            return bool(
+                wait_for(lambda: seen(pushed[-1]), timeout=1.0, interval=0.01, message="the push")
+            )
+        except WaitTimeoutError:
             return False
-        time.sleep(0.01)
-    return True
+
+    wait_for(
+        push_and_see,
+        timeout=30,
+        interval=0.01,
+        message=lambda: f"a pushed event of {attr} at the callback (pushed {pushed[-5:]})",
+    )
+    return pushed[-1]
 
 
 def test_callback_unregistering_a_later_callback_of_the_same_event(
@@ -97,7 +91,11 @@ def test_callback_unregistering_a_later_callback_of_the_same_event(
     threshold[0] = last + 1
     for _ in range(2):
         source.command_inout("Push", "myAttr1")
-    wait_for(lambda: last + 2 in done, timeout=30)
+    wait_for(
+        lambda: last + 2 in done,
+        timeout=30,
+        message=f"the second push after B's unregistering ({last + 2}) handled by A",
+    )
     assert "b" not in ids
     assert max(v for v in calls_b if v is not None) == last, calls_b
     assert sched.diagnostics().streams[0].callbacks == 1
@@ -108,6 +106,7 @@ def test_other_thread_unregistering_during_a_delivery(
 ) -> None:
     """While A blocks on an event, the test thread unregisters B: B never sees it."""
     calls_b: list[tuple[float, int | None]] = []
+    seen_a: list[int] = []
     entered = threading.Event()
     release = threading.Event()
     threshold = [1 << 62]
@@ -117,6 +116,8 @@ def test_other_thread_unregistering_during_a_delivery(
         if value is not None and value >= threshold[0] and not entered.is_set():
             entered.set()
             assert release.wait(60)
+        if value is not None:
+            seen_a.append(value)
 
     def b(event: Any) -> None:
         calls_b.append((time.monotonic(), _value(event)))
@@ -133,8 +134,20 @@ def test_other_thread_unregistering_during_a_delivery(
     finally:
         release.set()
     source.command_inout("Push", "myAttr2")
-    wait_for(lambda: sched.diagnostics().streams[0].delivered >= 3, timeout=30)
-    wait_for(lambda: sched.diagnostics().streams[0].queued == 0, timeout=30)
+    # Both pushes made after the prime (the blocked one and the next) reach A:
+    # wait for the second, not for a count that the prime's events may fill.
+    wait_for(
+        lambda: last + 2 in seen_a,
+        timeout=30,
+        message=lambda: (
+            f"A handling the push after the unregistering ({last + 2}); A saw {seen_a[-5:]}"
+        ),
+    )
+    wait_for(
+        lambda: sched.diagnostics().streams[0].queued == 0,
+        timeout=30,
+        message="an empty queue after the last push",
+    )
     time.sleep(0.2)
     assert [v for t, v in calls_b if t >= returned] == []
     assert max(v for _, v in calls_b if v is not None) == last
@@ -217,7 +230,14 @@ def test_any_exception_is_counted_and_the_next_callback_still_runs(
         stream = snap.streams[0]
         return stream.callback_errors == stream.delivered == snap.totals.callback_errors >= 3
 
-    wait_for(counted, timeout=30)
+    wait_for(
+        counted,
+        timeout=30,
+        message=lambda: (
+            "every delivery counted as a callback error (stream and totals): "
+            f"{sched.diagnostics().to_dict()}"
+        ),
+    )
     assert all(t.is_alive() for t in sched.threads)
 
 
@@ -243,14 +263,25 @@ def test_latency_durations_and_slow_callbacks_are_reported(
         for _ in range(3):
             source.command_inout("Push", "myAttr1")
             source.command_inout("Push", "myAttr2")
-        wait_for(lambda: last + 3 in quick_values, timeout=30)
+        wait_for(
+            lambda: last + 3 in quick_values,
+            timeout=30,
+            message=f"the third push of the quick stream ({last + 3})",
+        )
 
         def settled() -> bool:
             snap = sched.diagnostics()
             done = all(s.latency.samples == s.delivered for s in snap.streams)
             return done and snap.totals.queued == 0 and snap.totals.slow_callbacks >= 3
 
-        wait_for(settled, timeout=30)
+        wait_for(
+            settled,
+            timeout=30,
+            message=lambda: (
+                "every delivery sampled, queues empty, 3 slow callbacks: "
+                f"{sched.diagnostics().to_dict()}"
+            ),
+        )
         snap = sched.diagnostics()
     streams = {s.attribute: s for s in snap.streams}
     slow, quick = streams["myAttr1"], streams["myAttr2"]

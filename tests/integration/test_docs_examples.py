@@ -89,21 +89,16 @@ def run(run_example: StartExample, name: str, *args: str, timeout: float = 120) 
 
 
 @pytest.fixture(scope="module")
-def lrc_device(
-    tango_database: TangoDatabase, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    factory = DeviceServerFactory(tango_database, tmp_path_factory.mktemp("lrc"))
-    try:
-        name = f"test/{factory.unique_name('doclrc')}/1"
-        factory(
-            f"{LRC_SERVER_NAME}/{factory.unique_name('doc')}",
-            [name],
-            device_class=LRC_SERVER_NAME,
-            module=LRC_MODULE,
-        )
-        yield tango_database.trl(name)
-    finally:
-        factory.close()
+def lrc_device(tango_database: TangoDatabase, module_server_factory: DeviceServerFactory) -> str:
+    factory = module_server_factory
+    name = f"test/{factory.unique_name('doclrc')}/1"
+    factory(
+        f"{LRC_SERVER_NAME}/{factory.unique_name('doc')}",
+        [name],
+        device_class=LRC_SERVER_NAME,
+        module=LRC_MODULE,
+    )
+    return tango_database.trl(name)
 
 
 # -- tutorial ----------------------------------------------------------------------------------
@@ -128,7 +123,14 @@ def test_tutorial_with_its_own_test_bed(run_example: StartExample) -> None:
     status, out = testbed.wait(60)
     assert status == 0 and out.rstrip().endswith("stopped"), out
     assert len(children) == 2
-    wait_for(lambda: not any(psutil.pid_exists(pid) for pid in children), timeout=15)
+    wait_for(
+        lambda: not any(psutil.pid_exists(pid) for pid in children),
+        timeout=15,
+        message=lambda: (
+            "the test bed's two child processes gone: still there "
+            f"{[pid for pid in children if psutil.pid_exists(pid)]}"
+        ),
+    )
 
 
 def test_tutorial_against_the_shared_event_source(
@@ -222,7 +224,10 @@ def test_device_classes_with_a_scheduler(
     for name in (plain, mixin):
         tango_database.put_device_properties(name, {"SourceDevice": [event_source.trls[2]]})
     server.start()
-    wait_for(lambda: tango_database.is_defined(mixin))
+    wait_for(
+        lambda: tango_database.is_defined(mixin),
+        message=f"the device {mixin} defined in the database by its server",
+    )
     source = tango.DeviceProxy(event_source.trls[2])
     followers = [tango.DeviceProxy(tango_database.trl(n)) for n in (plain, mixin)]
     for round_ in range(3):

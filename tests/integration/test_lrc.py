@@ -89,32 +89,20 @@ def _start_lrc_server(
 
 @pytest.fixture(scope="module")
 def lrc_server(
-    tango_database: TangoDatabase, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LrcServer]:
+    tango_database: TangoDatabase, module_server_factory: DeviceServerFactory
+) -> LrcServer:
     """One LRC server with four differently configured devices, for the whole module."""
-    factory = DeviceServerFactory(tango_database, tmp_path_factory.mktemp("lrc-server"))
-    try:
-        trls = _start_lrc_server(
-            factory,
-            tango_database,
-            {
-                "v2": {},
-                "v1": {"LrcProtocolVersions": ["1", "1"]},
-                "v34": {"LrcProtocolVersions": ["3", "4"]},
-                "silent": {"LrcEventsEnabled": ["false"]},
-            },
-        )
-        yield LrcServer(**trls)
-    finally:
-        factory.close()
-
-
-@pytest.fixture
-def sched() -> Iterator[CallbackScheduler]:
-    """A scheduler for one test, shut down afterwards."""
-    scheduler = CallbackScheduler(name="lrc-test")
-    yield scheduler
-    scheduler.shutdown(timeout=30)
+    trls = _start_lrc_server(
+        module_server_factory,
+        tango_database,
+        {
+            "v2": {},
+            "v1": {"LrcProtocolVersions": ["1", "1"]},
+            "v34": {"LrcProtocolVersions": ["3", "4"]},
+            "silent": {"LrcEventsEnabled": ["false"]},
+        },
+    )
+    return LrcServer(**trls)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import tango
 
-from ska_tango_scheduler.testing import TangoDatabase, wait_for
+from ska_tango_scheduler.testing import TangoDatabase
 from ska_tango_scheduler.testing.mixin_devices import reference_server
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
 
@@ -34,28 +34,6 @@ BAD_SETTINGS = {
 }
 
 
-@pytest.fixture
-def source(device_server_factory: DeviceServerFactory) -> Iterator[tango.DeviceProxy]:
-    process = device_server_factory.event_source(1)
-    proxy = tango.DeviceProxy(process.devices[0])
-    try:
-        yield proxy
-    finally:
-        try:
-            proxy.StopPushing([])
-        except tango.DevFailed:
-            pass
-
-
-def callbacks_flowing(device: tango.DeviceProxy, more: int = 2) -> None:
-    before = device.callbackCount
-    wait_for(
-        lambda: device.callbackCount >= before + more,
-        timeout=30,
-        message="events do not reach the device's callback",
-    )
-
-
 def error_text(exc: tango.DevFailed) -> str:
     return " ".join(f"{e.reason}: {e.desc}" for e in exc.args)
 
@@ -63,22 +41,23 @@ def error_text(exc: tango.DevFailed) -> str:
 def test_bad_properties_at_start_up_fault_only_their_device(
     device_server_factory: DeviceServerFactory,
     tango_database: TangoDatabase,
-    source: tango.DeviceProxy,
+    own_source: tango.DeviceProxy,
+    callbacks_flowing: Callable[..., None],
 ) -> None:
     family = device_server_factory.unique_name("mixcfg")
     good = f"test/{family}/good"
     bad = {key: f"test/{family}/{key}" for key in BAD_SETTINGS}
     devices: dict[str, dict[str, str]] = {
-        good: {"SourceDevice": source.dev_name(), "CallbackTakesMonitor": "false"}
+        good: {"SourceDevice": own_source.dev_name(), "CallbackTakesMonitor": "false"}
     }
     for key, (prop, value) in BAD_SETTINGS.items():
-        devices[bad[key]] = {prop: value, "SourceDevice": source.dev_name()}
+        devices[bad[key]] = {prop: value, "SourceDevice": own_source.dev_name()}
     # Today the whole server exits (status 0) before exporting any device.
     process = reference_server(device_server_factory, tango_database, devices)
     assert process.running
     good_device = tango.DeviceProxy(good)
     assert good_device.state() == tango.DevState.ON
-    source.StartPushing([[20.0], ["myAttr1"]])
+    own_source.StartPushing([[20.0], ["myAttr1"]])
     callbacks_flowing(good_device)
     assert good_device.schedulerThreadCount == 1
     for key, (prop, value) in BAD_SETTINGS.items():
@@ -115,19 +94,20 @@ def test_bad_properties_at_start_up_fault_only_their_device(
 def test_init_with_a_bad_property_fails_clearly_and_fixing_it_recovers(
     device_server_factory: DeviceServerFactory,
     tango_database: TangoDatabase,
-    source: tango.DeviceProxy,
+    own_source: tango.DeviceProxy,
+    callbacks_flowing: Callable[..., None],
 ) -> None:
     family = device_server_factory.unique_name("mixcfginit")
     name = f"test/{family}/1"
     other = f"test/{family}/2"
-    properties = {"SourceDevice": source.dev_name(), "CallbackTakesMonitor": "false"}
+    properties = {"SourceDevice": own_source.dev_name(), "CallbackTakesMonitor": "false"}
     process = reference_server(
         device_server_factory, tango_database, {name: properties, other: properties}
     )
     device = tango.DeviceProxy(name)
     device.set_timeout_millis(10_000)
     neighbour = tango.DeviceProxy(other)
-    source.StartPushing([[20.0], ["myAttr1"]])
+    own_source.StartPushing([[20.0], ["myAttr1"]])
     callbacks_flowing(device)
     for key in ("zero", "text", "blank_name", "slow_negative"):
         prop, value = BAD_SETTINGS[key]
@@ -168,7 +148,8 @@ LIMITS = {
 def test_every_property_bound_at_and_past_its_limit_on_a_real_server(
     device_server_factory: DeviceServerFactory,
     tango_database: TangoDatabase,
-    source: tango.DeviceProxy,
+    own_source: tango.DeviceProxy,
+    callbacks_flowing: Callable[..., None],
 ) -> None:
     """At its limit a value is taken; just past it FAULT names it; SIGTERM still ends all.
 
@@ -178,7 +159,7 @@ def test_every_property_bound_at_and_past_its_limit_on_a_real_server(
     family = device_server_factory.unique_name("mixcfglim")
     name = f"test/{family}/1"
     started_bad = f"test/{family}/2"
-    properties = {"SourceDevice": source.dev_name(), "CallbackTakesMonitor": "false"}
+    properties = {"SourceDevice": own_source.dev_name(), "CallbackTakesMonitor": "false"}
     process = reference_server(
         device_server_factory,
         tango_database,
@@ -190,7 +171,7 @@ def test_every_property_bound_at_and_past_its_limit_on_a_real_server(
     assert "SchedulerThreadCount = '20000'" in faulty.status(), faulty.status()
     device = tango.DeviceProxy(name)
     device.set_timeout_millis(30_000)
-    source.StartPushing([[20.0], ["myAttr1"]])
+    own_source.StartPushing([[20.0], ["myAttr1"]])
     callbacks_flowing(device)
     for prop, (limit, past) in LIMITS.items():
         tango_database.put_device_properties(name, {prop: [limit]})
@@ -220,7 +201,7 @@ def test_every_property_bound_at_and_past_its_limit_on_a_real_server(
     faulty.Init()
     assert faulty.state() == tango.DevState.ON, faulty.status()
     assert process.running
-    source.StopPushing([])
+    own_source.StopPushing([])
     # PyTango 10 servers exit with 0 on SIGTERM; on 9.5.1 any server (a plain
     # EventSource too) is ended by the signal itself (-15). Never SIGKILL (-9).
     expected = 0 if tango.__version_info__ >= (10,) else -signal.SIGTERM

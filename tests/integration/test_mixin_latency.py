@@ -71,9 +71,9 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def scene(
-    tango_database: TangoDatabase, tmp_path_factory: pytest.TempPathFactory
+    tango_database: TangoDatabase, module_server_factory: DeviceServerFactory
 ) -> Iterator[Scene]:
-    factory = DeviceServerFactory(tango_database, tmp_path_factory.mktemp("latency"))
+    factory = module_server_factory
     try:
         source_process = factory.event_source(1)
         source = source_process.devices[0]
@@ -120,7 +120,6 @@ def scene(
             tango.DeviceProxy(source).StopPushing([])
         except Exception:  # noqa: BLE001 - the source may be gone already
             pass
-        factory.close()
 
 
 def streams_by_attribute(diagnostics: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -314,15 +313,24 @@ def test_tangogql_reads_and_follows_the_latency_attributes(scene: Scene, tmp_pat
         )
         with server.subscribe(query) as subscription:
             values: dict[str, list[Any]] = {}
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
+
+            def two_slow_counts_and_a_latency() -> bool:
                 frame = subscription.next_data(1.0)
                 if frame:
                     item = frame["attributes"]
                     values.setdefault(item["attribute"].lower(), []).append(item["value"])
                 slow = values.get("schedulerslowcallbacks", [])
-                if len(set(slow)) >= 2 and "schedulermaxlatency" in values:
-                    break
+                return len(set(slow)) >= 2 and "schedulermaxlatency" in values
+
+            wait_for(
+                two_slow_counts_and_a_latency,
+                timeout=30,
+                interval=0.01,
+                message=lambda: (
+                    "two values of schedulerSlowCallbacks and one of "
+                    f"schedulerMaxLatency through the TangoGQL subscription: {values}"
+                ),
+            )
         print(f"TangoGQL subscription: {values}")
         slow = [int(v) for v in values.get("schedulerslowcallbacks", [])]
         assert len(slow) >= 2 and slow[-1] > slow[0], values
@@ -410,7 +418,6 @@ def test_top_live_by_events_and_ctrl_c_leaves_nothing_behind(scene: Scene) -> No
                 output.extend(chunk)
 
     try:
-        deadline = time.monotonic() + 60
         not_running = f"{scene.not_running}: not running".encode()
 
         def shown() -> bool:
@@ -422,8 +429,22 @@ def test_top_live_by_events_and_ctrl_c_leaves_nothing_behind(scene: Scene) -> No
                 and not_running in output
             )
 
-        while time.monotonic() < deadline and not shown():
+        def read_until_shown() -> bool:
+            if shown():
+                return True
             read_some(0.5)
+            return shown()
+
+        wait_for(
+            read_until_shown,
+            timeout=60,
+            interval=0.01,
+            message=lambda: (
+                "top's screen redrawn twice, with myattr1#CHANGE_EVENT and "
+                f"'{not_running.decode()}'; the output ends with: "
+                f"{output.decode(errors='replace')[-2000:]!r}"
+            ),
+        )
         text = output.decode(errors="replace")
         assert text.count("\x1b[J") >= 2, text[-2000:]
         assert "myattr1#CHANGE_EVENT" in text

@@ -11,7 +11,7 @@ another interpreter than the one under test (see
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,11 @@ def test_tangogql_reads_and_follows_the_diagnostic_attributes(
     )
     process.start()
     device = tango.DeviceProxy(name)
-    wait_for(lambda: device.schedulerReceivedEvents >= 1, timeout=30)
+    wait_for(
+        lambda: device.schedulerReceivedEvents >= 1,
+        timeout=30,
+        message="the first event (the current value) received by the device's scheduler",
+    )
 
     server = TangoGQLServer(tango_database.tango_host, python=gql_python, log_dir=tmp_path)
     server.start()
@@ -125,24 +129,32 @@ def test_tangogql_reads_and_follows_the_diagnostic_attributes(
         with server.subscribe(query) as subscription:
             seen: dict[str, list[Any]] = {}
 
-            def record(timeout: float) -> None:
-                frame = subscription.next_data(timeout)
+            def record_until(done: Callable[[], bool]) -> bool:
+                frame = subscription.next_data(1.0)
                 if frame:
                     item = frame["attributes"]
                     seen.setdefault(item["attribute"].lower(), []).append(item["value"])
+                return done()
 
-            deadline = time.monotonic() + 30
-            while "schedulerreceivedevents" not in seen and time.monotonic() < deadline:
-                record(1.0)
-            assert "schedulerreceivedevents" in seen, f"no first value: {seen}"
+            wait_for(
+                lambda: record_until(lambda: "schedulerreceivedevents" in seen),
+                timeout=30,
+                interval=0.01,
+                message=lambda: f"a first value of schedulerReceivedEvents: {seen}",
+            )
             first = int(seen["schedulerreceivedevents"][0])
             source.StartPushing([[20.0], ["myAttr1"]])
             try:
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    record(1.0)
-                    if max(int(v) for v in seen["schedulerreceivedevents"]) > first:
-                        break
+                wait_for(
+                    lambda: record_until(
+                        lambda: max(int(v) for v in seen["schedulerreceivedevents"]) > first
+                    ),
+                    timeout=30,
+                    interval=0.01,
+                    message=lambda: (
+                        f"schedulerReceivedEvents above its first value {first}: {seen}"
+                    ),
+                )
             finally:
                 source.StopPushing([])
             updates = [int(v) for v in seen["schedulerreceivedevents"]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,46 +21,22 @@ ARCHIVE = tango.EventType.ARCHIVE_EVENT
 ASYNC = hasattr(tango, "EventSubMode")
 
 
-class Recorder:
-    """Keeps every event with the time it arrived."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.events: list[tuple[float, Any]] = []
-
-    def __call__(self, event: Any) -> None:
-        with self.lock:
-            self.events.append((time.monotonic(), event))
-
-    def errors(self) -> list[Any]:
-        with self.lock:
-            return [e for _, e in self.events if e.err]
-
-    def good(self) -> list[tuple[float, Any]]:
-        with self.lock:
-            return [(t, e) for t, e in self.events if not e.err and e.attr_value is not None]
-
-    def reasons(self) -> list[str]:
-        return [e.errors[0].reason for e in self.errors()]
-
-
-@pytest.fixture
-def sched() -> Iterator[CallbackScheduler]:
-    scheduler = CallbackScheduler(name="startup")
-    yield scheduler
-    scheduler.shutdown(timeout=30)
-    assert not any(t.is_alive() for t in scheduler.threads)
+MakeRecorder = Callable[..., Any]
 
 
 def test_trl_before_the_device_is_defined(
-    sched: CallbackScheduler, device_server_factory: Any
+    sched: CallbackScheduler, device_server_factory: Any, recorder: MakeRecorder
 ) -> None:
     server = device_server_factory.event_source(1, start=False)
     device = server.devices[0]
-    rec = Recorder()
+    rec = recorder()
     future = sched.register_event_callback(device, "myAttr1", CHANGE, rec)
     future.result(timeout=30)
-    wait_for(lambda: rec.reasons().count("DB_DeviceNotDefined") >= 3, timeout=30)
+    wait_for(
+        lambda: rec.reasons().count("DB_DeviceNotDefined") >= 3,
+        timeout=30,
+        message=lambda: f"3 DB_DeviceNotDefined errors; reasons so far {rec.reasons()}",
+    )
     error = rec.errors()[0]
     assert error.attr_name.lower().endswith(f"{device}/myattr1")
     if ASYNC:
@@ -73,44 +49,66 @@ def test_trl_before_the_device_is_defined(
     wait_for(lambda: len(rec.good()) >= 1, timeout=30, message="no event after the device appeared")
     proxy = tango.DeviceProxy(device)
     proxy.Push("myAttr1")
-    wait_for(lambda: any(int(e.attr_value.value) == 1 for _, e in rec.good()), timeout=30)
+    wait_for(
+        lambda: 1 in rec.values(),
+        timeout=30,
+        message=lambda: f"the pushed value 1; values so far {rec.values()}",
+    )
     snap = sched.diagnostics()
     assert snap.streams[0].state == "connected" and snap.backoff == ()
 
 
 def test_defined_but_not_running_connects_soon_after_start(
-    sched: CallbackScheduler, device_server_factory: Any
+    sched: CallbackScheduler, device_server_factory: Any, recorder: MakeRecorder
 ) -> None:
     server = device_server_factory.event_source(1, start=False)
     server.register()
-    rec = Recorder()
+    rec = recorder()
     sched.register_event_callback(server.devices[0], "myAttr1", CHANGE, rec).result(timeout=30)
     # Wait for a second error: with asynchronous subscription that is Tango's
     # own 10 s retry, so Tango's next retry is far away when the server starts.
-    wait_for(lambda: len(rec.errors()) >= 2, timeout=40)
+    wait_for(
+        lambda: len(rec.errors()) >= 2,
+        timeout=40,
+        message="a second error event while the server is defined but not running",
+    )
     assert not rec.good()
     server.start()
     reachable = time.monotonic()
-    wait_for(lambda: len(rec.good()) >= 1, timeout=30)
+    wait_for(
+        lambda: len(rec.good()) >= 1,
+        timeout=30,
+        message="the first event after the server started",
+    )
     delay = rec.good()[0][0] - reachable
     # Generous: Tango alone would wait for its next 10 s retry.
     assert delay < 5.0, f"first event {delay:.2f} s after the server was reachable"
 
 
-def test_missing_attribute_reports_subfail(sched: CallbackScheduler, event_source: Any) -> None:
-    rec = Recorder()
-    good = Recorder()
+def test_missing_attribute_reports_subfail(
+    sched: CallbackScheduler, event_source: Any, recorder: MakeRecorder
+) -> None:
+    rec = recorder()
+    good = recorder()
     sched.register_event_callback(event_source.devices[1], "noSuchAttr", CHANGE, rec).result(
         timeout=30
     )
     sched.register_event_callback(event_source.devices[1], "myAttr4", CHANGE, good).result(
         timeout=30
     )
-    wait_for(lambda: "API_AttrNotFound" in rec.reasons(), timeout=30)
+    wait_for(
+        lambda: "API_AttrNotFound" in rec.reasons(),
+        timeout=30,
+        message=lambda: f"an API_AttrNotFound error for noSuchAttr; reasons {rec.reasons()}",
+    )
     if ASYNC:
         assert rec.errors()[0].event_reason == tango.EventReason.SubFail
     tango.DeviceProxy(event_source.devices[1]).Push("myAttr4")
-    wait_for(lambda: len(good.good()) >= 2, timeout=30)  # the other stream is fine
+    wait_for(  # the other stream is fine
+        lambda: len(good.good()) >= 2,
+        timeout=30,
+        message="the current value and the pushed one on myAttr4, beside the failing stream",
+    )
     states = {s.attribute: s.state for s in sched.diagnostics().streams}
     assert states == {"noSuchAttr": "failing", "myAttr4": "connected"}
     (row,) = sched.diagnostics().backoff
@@ -118,14 +116,20 @@ def test_missing_attribute_reports_subfail(sched: CallbackScheduler, event_sourc
     assert not rec.good()
 
 
-def test_server_killed_and_restarted(sched: CallbackScheduler, device_server_factory: Any) -> None:
+def test_server_killed_and_restarted(
+    sched: CallbackScheduler, device_server_factory: Any, recorder: MakeRecorder
+) -> None:
     server = device_server_factory.event_source(1)
     device = server.devices[0]
     proxy = tango.DeviceProxy(device)
-    rec = Recorder()
+    rec = recorder()
     sched.register_event_callback(device, "myAttr1", CHANGE, rec).result(timeout=30)
     proxy.command_inout("StartPushing", ([20.0], ["myAttr1"]))
-    wait_for(lambda: len(rec.good()) >= 10, timeout=30)
+    wait_for(
+        lambda: len(rec.good()) >= 10,
+        timeout=30,
+        message="10 events of the pushing server before it is killed",
+    )
 
     server.kill()
     killed_at = time.monotonic()
@@ -148,11 +152,19 @@ def test_server_killed_and_restarted(sched: CallbackScheduler, device_server_fac
     proxy.command_inout("StopPushing", [])
     assert len(rec.good()) > before_restart
 
+    # Events pushed before StopPushing may still be on their way: wait until
+    # the queue is empty and every event that came was delivered to the callback.
     def settled() -> bool:
-        totals = sched.diagnostics().totals
-        return totals.queued == 0
+        snap = sched.diagnostics()
+        return snap.totals.queued == 0 and snap.streams[0].delivered == rec.count()
 
-    wait_for(settled, timeout=30)
+    wait_for(
+        settled,
+        timeout=30,
+        message=lambda: (
+            f"an empty queue and {rec.count()} events delivered: {sched.diagnostics().streams[0]}"
+        ),
+    )
     snap = sched.diagnostics()
     stream = snap.streams[0]
     assert stream.received == stream.delivered + stream.dropped + stream.queued
@@ -241,19 +253,33 @@ def test_concurrent_register_unregister_under_load(event_source: Any) -> None:
     assert totals.received == totals.delivered + totals.dropped + totals.queued
     assert totals.received > 0 and delivered[0] > 0
     # No Tango subscription left on the client side.
-    wait_for(lambda: all(not p.__dict__.get("_subscribed_events") for p in proxies), timeout=30)
+    wait_for(
+        lambda: all(not p.__dict__.get("_subscribed_events") for p in proxies),
+        timeout=30,
+        message="no subscription left in the client's proxies",
+    )
     sched.shutdown(timeout=30)
 
 
-def test_shutdown_during_backoff_is_prompt(device_server_factory: Any) -> None:
+def test_shutdown_during_backoff_is_prompt(
+    device_server_factory: Any, recorder: MakeRecorder
+) -> None:
     server = device_server_factory.event_source(1, start=False)
     server.register()  # defined, not running
     sched = CallbackScheduler(name="backoff", backoff=BackoffPolicy(max_delay=0.5))
-    rec = Recorder()
+    rec = recorder()
     sched.register_event_callback("test/undefined/1", "myAttr1", CHANGE, rec).result(timeout=30)
     sched.register_event_callback(server.devices[0], "myAttr1", CHANGE, rec).result(timeout=30)
-    wait_for(lambda: len(sched.diagnostics().backoff) == 2, timeout=30)
-    wait_for(lambda: min(b.attempts for b in sched.diagnostics().backoff) >= 3, timeout=30)
+    wait_for(
+        lambda: len(sched.diagnostics().backoff) == 2,
+        timeout=30,
+        message="both streams (undefined device, server not running) in backoff",
+    )
+    wait_for(
+        lambda: min(b.attempts for b in sched.diagnostics().backoff) >= 3,
+        timeout=30,
+        message=lambda: f"3 attempts on each stream: {sched.diagnostics().backoff}",
+    )
     start = time.monotonic()
     sched.shutdown()
     elapsed = time.monotonic() - start

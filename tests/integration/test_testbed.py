@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,26 +22,6 @@ from ska_tango_scheduler.testing import (
     wait_for,
 )
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory, EventSourceServer
-
-
-class Collector:
-    """Event callback that keeps every event it gets."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.events: list[Any] = []
-
-    def __call__(self, event: Any) -> None:
-        with self.lock:
-            self.events.append(event)
-
-    def values(self) -> list[int]:
-        with self.lock:
-            return [e.attr_value.value for e in self.events if not e.err and e.attr_value]
-
-    def errors(self) -> list[Any]:
-        with self.lock:
-            return [e for e in self.events if e.err]
 
 
 def pings(name: str) -> bool:
@@ -114,10 +94,10 @@ def test_event_source_devices_answer(event_source: EventSourceServer) -> None:
     "event_type", [tango.EventType.CHANGE_EVENT, tango.EventType.ARCHIVE_EVENT]
 )
 def test_pushed_events_arrive_with_server_time(
-    event_source: EventSourceServer, event_type: tango.EventType
+    event_source: EventSourceServer, event_type: tango.EventType, recorder: Callable[..., Any]
 ) -> None:
     proxy = tango.DeviceProxy(event_source.devices[0])
-    collector = Collector()
+    collector = recorder()
     start = proxy.myAttr1
     event_id = proxy.subscribe_event("myAttr1", event_type, collector)
     try:
@@ -131,14 +111,16 @@ def test_pushed_events_arrive_with_server_time(
         proxy.unsubscribe_event(event_id)
     assert collector.values() == [start, start + 1, start + 2, start + 3]
     assert not collector.errors()
-    stamps = [e.attr_value.time.totime() for e in collector.events[1:]]
+    stamps = [e.attr_value.time.totime() for _, e in collector.snapshot()[1:]]
     assert stamps == sorted(stamps)
     assert before - 1.0 <= stamps[0] and stamps[-1] <= after + 1.0
 
 
-def test_burst_is_counted_and_delivered(event_source: EventSourceServer) -> None:
+def test_burst_is_counted_and_delivered(
+    event_source: EventSourceServer, recorder: Callable[..., Any]
+) -> None:
     proxy = tango.DeviceProxy(event_source.devices[1])
-    collector = Collector()
+    collector = recorder()
     start = int(proxy.pushedCounts[1])
     event_id = proxy.subscribe_event("myAttr2", tango.EventType.CHANGE_EVENT, collector)
     try:
@@ -287,7 +269,7 @@ def test_children_die_with_their_parent(tmp_path: Path) -> None:
 
 
 def test_wait_for_reports_the_message() -> None:
-    assert wait_for(lambda: 42, timeout=1) == 42
+    assert wait_for(lambda: 42, timeout=1, message="a truthy value at once") == 42
     with pytest.raises(
         WaitTimeoutError, match=r"never true \(gave up after 0.2 s; last result: 0\)"
     ):

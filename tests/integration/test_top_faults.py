@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ska_tango_scheduler.testing import SilentHost, TangoDatabase
+from ska_tango_scheduler.testing import SilentHost, TangoDatabase, wait_for
 from ska_tango_scheduler.testing.mixin_devices import reference_server
 from ska_tango_scheduler.testing.pytest_plugin import DeviceServerFactory
 
@@ -48,10 +48,11 @@ PLAIN_CALL = (
 
 
 def wait_for_connection(silent: SilentHost, before: int, who: str) -> None:
-    deadline = time.monotonic() + 60
-    while silent.connections <= before and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert silent.connections > before, f"{who} never connected to the silent host"
+    wait_for(
+        lambda: silent.connections > before,
+        timeout=60,
+        message=f"{who} to connect to the silent host",
+    )
 
 
 @pytest.fixture
@@ -135,11 +136,20 @@ class Terminal:
                 self.output.extend(chunk)
 
     def wait_for_text(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.output and time.monotonic() < deadline:
+        def shown() -> bool:
+            if text.encode() in self.output:
+                return True
             self.read_some(0.2)
-        assert text.encode() in self.output, (
-            f"top never showed {text!r}: {self.output.decode(errors='replace')[-2000:]}"
+            return text.encode() in self.output
+
+        wait_for(
+            shown,
+            timeout=timeout,
+            interval=0.01,
+            message=lambda: (
+                f"top to show {text!r}; its screen ends with: "
+                f"{self.output.decode(errors='replace')[-2000:]}"
+            ),
         )
 
     def close(self) -> str:

@@ -84,7 +84,11 @@ def servers(
         for trl in trls.values():
             proxy = tango.DeviceProxy(trl)
             proxy.adminMode = 0  # ONLINE: the reference device starts OFFLINE
-            wait_for(lambda p=proxy: p.state() != tango.DevState.DISABLE, DEADLINE)
+            wait_for(
+                lambda p=proxy: p.state() != tango.DevState.DISABLE,
+                DEADLINE,
+                message=f"{trl} out of DISABLE after adminMode ONLINE",
+            )
             # Keep this process's event connection to the server open: a subscription
             # that opens it anew can miss the events of its first milliseconds (see
             # tools/fresh_subscription_misses.py), and both clients subscribe anew for
@@ -286,7 +290,11 @@ def test_abort_a_slow_command_same_sequences(
         ensure_state(proxy, "Off", tango.DevState.OFF)
         slow, abort = Calls(), Calls()
         slow_handle = invoke(slow, proxy, "On", None, **kwargs)
-        wait_for(lambda s=slow: ("status", "IN_PROGRESS") in s.sequence(), DEADLINE)
+        wait_for(
+            lambda s=slow: ("status", "IN_PROGRESS") in s.sequence(),
+            DEADLINE,
+            message=f"the slow On of {name} IN_PROGRESS before the Abort",
+        )
         abort_handle = invoke(abort, proxy, "Abort", None, **kwargs)
         assert slow.done.wait(DEADLINE), slow.calls
         assert abort.done.wait(DEADLINE), abort.calls

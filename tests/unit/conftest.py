@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from ska_tango_scheduler._dispatch import (
     run_callbacks,
 )
 from ska_tango_scheduler._queues import Counters
+from ska_tango_scheduler.testing import wait_for
 
 LOGGER = logging.getLogger("test.core")
 
@@ -34,13 +34,9 @@ class RecordingSink:
         run_callbacks(self.registrations, payload, self.counters, self._limited, self.name)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
-    """Wait for ``predicate`` with a generous deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.002)
+def wait_until(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> None:
+    """Wait for ``predicate`` with a generous deadline; ``what`` says what for, on failure."""
+    wait_for(predicate, timeout=timeout, interval=0.002, message=what or None)
 
 
 class Gate:

@@ -29,7 +29,7 @@ def test_events_of_one_queue_arrive_in_order(make_dispatcher, sink_class, limite
     queue = dispatcher.new_queue(10_000)
     for i in range(5000):
         dispatcher.put(queue, sink, i)
-    wait(lambda: len(seen) == 5000)
+    wait(lambda: len(seen) == 5000, what="all 5000 events of the queue delivered")
     assert seen == list(range(5000))
 
 
@@ -44,7 +44,7 @@ def test_callbacks_of_a_sink_run_in_registration_order(
     queue = dispatcher.new_queue(10)
     for i in range(3):
         dispatcher.put(queue, sink, i)
-    wait(lambda: len(calls) == 6)
+    wait(lambda: len(calls) == 6, what="6 callback calls (3 events x 2 callbacks)")
     assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
 
 
@@ -83,7 +83,7 @@ def test_backlog_does_not_hold_up_a_quiet_queue(
         before = len(order)
     for gate in gates:
         gate.release.set()
-    wait(lambda: "quiet" in order)
+    wait(lambda: "quiet" in order, what="the quiet queue's event delivered")
     with lock:
         floods_in_between = order.index("quiet") - before
     # The callbacks already running when the quiet event came are allowed, one per worker.
@@ -116,7 +116,7 @@ def test_never_two_workers_on_one_queue(make_dispatcher, sink_class, limited, wa
     for i in range(200):
         for sink, queue in zip(sinks, queues, strict=True):
             dispatcher.put(queue, sink, i)
-    wait(lambda: done[0] == 1200)
+    wait(lambda: done[0] == 1200, what="all 1200 events delivered")
     assert worst == {q.name: 1 for q in queues}
 
 
@@ -134,14 +134,14 @@ def test_callback_errors_are_counted_and_survived(
     with caplog.at_level(logging.ERROR, logger="test.core"):
         for i in range(100):
             dispatcher.put(queue, sink, i)
-        wait(lambda: len(good) == 100)
+        wait(lambda: len(good) == 100, what="the good callback called for 100 events")
     assert good == list(range(100))
     assert sink.counters.callback_errors == 100
     # Logged, but not 100 times.
     assert 1 <= len([r for r in caplog.records if "raised" in r.getMessage()]) <= 2
     # the worker is still alive and serving
     dispatcher.put(queue, sink, 100)
-    wait(lambda: len(good) == 101)
+    wait(lambda: len(good) == 101, what="event 100 delivered after the errors")
 
 
 def test_totals_count_callback_errors(make_dispatcher, sink_class, limited, wait) -> None:
@@ -161,7 +161,7 @@ def test_totals_count_callback_errors(make_dispatcher, sink_class, limited, wait
     queue = dispatcher.new_queue(10)
     for i in range(7):
         dispatcher.put(queue, sink, i)
-    wait(lambda: dispatcher.totals.callback_errors == 7)
+    wait(lambda: dispatcher.totals.callback_errors == 7, what="7 callback errors counted")
 
 
 def test_stop_lets_the_running_callback_finish(make_dispatcher, sink_class, limited) -> None:
@@ -192,7 +192,7 @@ def test_stop_from_a_callback_does_not_deadlock(make_dispatcher, sink_class, lim
     result: list[bool] = []
     sink = sink_class("s", limited, lambda e: result.append(dispatcher.stop(timeout=30)))
     dispatcher.put(dispatcher.new_queue(1), sink, 0)
-    wait(lambda: bool(result))
+    wait(lambda: bool(result), what="stop() called from a callback to return")
     assert result == [True]
 
 
@@ -216,14 +216,14 @@ def test_drops_are_logged_without_flooding(
         for i in range(1, 50):
             dispatcher.put(queue, sink, i)
         gate.release.set()
-        wait(lambda: len(seen) == 3)
+        wait(lambda: len(seen) == 3, what="3 events delivered (the first and the 2 newest)")
     assert seen == [0, 48, 49]
     assert queue.counters.dropped == 47 == sink.counters.dropped
     drops = [r for r in caplog.records if "discarded" in r.getMessage()]
     assert len(drops) == 1 and "47" in drops[0].getMessage()
 
 
-def test_worker_threads_are_named_and_wrapped() -> None:
+def test_worker_threads_are_named_and_wrapped(wait) -> None:
     entered: list[str] = []
 
     class Context:
@@ -236,9 +236,7 @@ def test_worker_threads_are_named_and_wrapped() -> None:
     dispatcher = Dispatcher(2, "named", logging.getLogger("x"), thread_context=Context)
     dispatcher.start()
     try:
-        deadline = time.monotonic() + 30
-        while len(entered) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait(lambda: len(entered) >= 2, what="both workers entered their thread context")
         assert sorted(entered) == ["named.worker-0", "named.worker-1"]
     finally:
         assert dispatcher.stop(timeout=30)
@@ -272,7 +270,7 @@ ops = st.lists(
 @given(
     ops=ops, sizes=st.lists(st.integers(1, 16), min_size=4, max_size=4), threads=st.integers(1, 3)
 )
-def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, limited) -> None:
+def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, limited, wait) -> None:
     """Every event put is delivered, dropped or queued, for random interleavings.
 
     The test counts what it puts itself; the dispatcher's counts must agree
@@ -309,9 +307,7 @@ def test_accounting_holds_at_every_snapshot(ops, sizes, threads, sink_class, lim
             if pause:
                 time.sleep(0.001)
             check()
-        deadline = time.monotonic() + 30
-        while any(len(q) for q in queues) and time.monotonic() < deadline:
-            time.sleep(0.002)
+        wait(lambda: not any(len(q) for q in queues), what="every queue drained")
         check()
         assert all(len(q) == 0 for q in queues)
     finally:
@@ -352,13 +348,14 @@ def test_no_second_worker_enters_a_queue_whose_callback_blocks(
             dispatcher.put(queue, sink, i)
             dispatcher.put(other_queue, other, i)  # keeps the other workers awake
             time.sleep(0.001)
-        wait(lambda: len(others) == 20)  # the idle workers had every chance to enter
+        # The idle workers had every chance to enter.
+        wait(lambda: len(others) == 20, what="the 20 events of the other queue")
         time.sleep(0.05)
         with lock:
             assert delivered == [] and concurrent == [1], (delivered, concurrent)
     finally:
         gate.release.set()
-    wait(lambda: len(delivered) == 21)
+    wait(lambda: len(delivered) == 21, what="all 21 events of the blocked queue")
     assert delivered == list(range(21))
     assert max(concurrent) == 1
 
@@ -396,9 +393,9 @@ def test_an_event_is_never_released_under_the_dispatcher_lock(
     done: list[bool] = []
     dispatcher.put(queue, sink, _ReleaseNeedsPut(dispatcher, other_queue, sink, done))
     dispatcher.put(queue, sink, "next")  # pushes the first out (dropped) or follows it
-    wait(lambda: len(done) == 1)
+    wait(lambda: len(done) == 1, what="the first event released")
     assert done == [True], "the put inside the release waited for the dispatcher lock"
-    wait(lambda: "from-del" in seen)
+    wait(lambda: "from-del" in seen, what="the event put during the release delivered")
 
 
 class _TrackingLock:
@@ -500,6 +497,8 @@ def test_no_garbage_collection_starts_under_the_intake_lock(monkeypatch, limited
     try:
         for thread in threads:
             thread.start()
+        # Run the scene until it has reached every path (checked below, with
+        # what it reached, after the threads are stopped).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not (
             collections[0] > 2000
@@ -522,5 +521,10 @@ def test_no_garbage_collection_starts_under_the_intake_lock(monkeypatch, limited
         gc.callbacks.remove(hook)
     assert not violations, "a collection started under the intake lock:\n" + "".join(violations)
     # The scene did reach every path it claims to check.
-    assert collections[0] > 2000 and tracking.acquired > 1000 and snapshots[0] > 20
-    assert dispatcher.totals.dropped > 0 and delivered[0] > 100 and parked_seen[0] > 0
+    reached = (
+        f"{collections[0]} collections (> 2000), {tracking.acquired} lock acquisitions (> 1000), "
+        f"{snapshots[0]} snapshots (> 20), {dispatcher.totals.dropped} dropped (> 0), "
+        f"{delivered[0]} delivered (> 100), parked seen {parked_seen[0]} (> 0)"
+    )
+    assert collections[0] > 2000 and tracking.acquired > 1000 and snapshots[0] > 20, reached
+    assert dispatcher.totals.dropped > 0 and delivered[0] > 100 and parked_seen[0] > 0, reached

@@ -15,6 +15,7 @@ import pytest
 
 from ska_tango_scheduler import _lanes as lanes_module
 from ska_tango_scheduler._lanes import ConnectorPool
+from ska_tango_scheduler.testing import WaitTimeoutError, wait_for
 
 LOG = logging.getLogger("test.lanes")
 
@@ -192,9 +193,11 @@ def _holding(held: object) -> Callable[[], None]:
 
 
 def _wait_for_release(done: list[bool]) -> list[bool]:
-    deadline = time.monotonic() + 30
-    while not done and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """Wait for the job's release (its destructor); what it reported, ``[]`` if none came."""
+    try:
+        wait_for(lambda: done, timeout=30, interval=0.01, message="the job's release")
+    except WaitTimeoutError:
+        pass
     return list(done)
 
 
@@ -206,7 +209,7 @@ def test_a_job_is_never_released_under_the_pool_lock() -> None:
     ex.submit("lane", lambda: None)
     seen = _wait_for_release(done)
     ex.close([], timeout=10)
-    assert seen == [True], "the submit inside the release waited for the pool lock"
+    assert seen == [True], f"the submit inside the release waited for the pool lock: {seen}"
 
 
 def test_a_cancelled_timer_job_is_released_with_the_lock_free() -> None:
@@ -216,7 +219,7 @@ def test_a_cancelled_timer_job_is_released_with_the_lock_free() -> None:
     ex.call_later(0.2, "lane", lambda: None)  # the timer thread takes the next one
     seen = _wait_for_release(done)
     ex.close([], timeout=10)
-    assert seen == [True], "the submit inside the release waited for the pool lock"
+    assert seen == [True], f"the submit inside the release waited for the pool lock: {seen}"
 
 
 # -- the rule: no collection while a thread holds a lock of the service ----------------------

@@ -1057,7 +1057,7 @@ def test_dropped_handle_stops_callbacks_and_releases(
     gc.collect()
     sched.push(V2, v2("id", status=2))
     assert recorder.calls == [{"status": TaskStatus.QUEUED}]
-    wait_until(lambda: sched.callback_count() == 0)
+    wait_until(lambda: sched.callback_count() == 0, "the released handle's callback unregistered")
 
 
 def test_handle_in_a_cycle_is_released_by_the_collector(
@@ -1077,7 +1077,7 @@ def test_handle_in_a_cycle_is_released_by_the_collector(
     gc.collect()
     sched.push(V2, v2("id", status=2))
     assert recorder.calls == []
-    wait_until(lambda: sched.callback_count() == 0)
+    wait_until(lambda: sched.callback_count() == 0, "the released handle's callback unregistered")
 
 
 def test_unsubscribe_then_drop_is_harmless(proxy: FakeProxy, sched: FakeScheduler) -> None:
@@ -1104,10 +1104,10 @@ def test_exceptions_without_ska_tango_base() -> None:
     assert ResultCodeError.__mro__[1:] == (ValueError, Exception, BaseException, object)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}"
         time.sleep(0.01)
 
 

@@ -45,6 +45,7 @@ from ska_tango_scheduler.mixin import (
     check_thread_count,
     diagnostic_values,
 )
+from ska_tango_scheduler.testing import wait_for
 
 PROPERTIES = {"SchedulerThreadCount", "SchedulerName", "SchedulerSlowCallbackDuration"}
 
@@ -390,9 +391,11 @@ def test_pusher_pushes_changes_only_and_stops(
     )
     pusher.start()
     try:
-        deadline = time.monotonic() + 10
-        while len(device.names()) < len(DIAGNOSTIC_ATTRIBUTES) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(
+            lambda: len(device.names()) >= len(DIAGNOSTIC_ATTRIBUTES),
+            timeout=10,
+            message=lambda: f"a first push of every diagnostic attribute; pushed {device.names()}",
+        )
         assert sorted(device.names()) == sorted(DIAGNOSTIC_ATTRIBUTES)
         time.sleep(0.5)  # an idle scheduler: nothing changes, nothing more is pushed
         assert len(device.names()) == len(DIAGNOSTIC_ATTRIBUTES)

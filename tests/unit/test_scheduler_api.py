@@ -7,8 +7,7 @@ failing in the background, which these tests do not care about.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import tango
@@ -21,6 +20,7 @@ from ska_tango_scheduler import (
     StreamNotFoundError,
     UnknownCallbackError,
 )
+from ska_tango_scheduler.testing import wait_for
 
 NOWHERE = "tango://127.0.0.1:1/test/nowhere/1"
 
@@ -39,10 +39,8 @@ def noop(event: object) -> None:
 
 
 @pytest.fixture
-def sched() -> Iterator[CallbackScheduler]:
-    scheduler = CallbackScheduler(name="api-test", backoff=BackoffPolicy(max_delay=5.0))
-    yield scheduler
-    scheduler.shutdown(timeout=30)
+def sched(make_scheduler: Callable[..., CallbackScheduler]) -> CallbackScheduler:
+    return make_scheduler(name="api-test", backoff=BackoffPolicy(max_delay=5.0))
 
 
 @pytest.mark.parametrize("value", [0, -3])
@@ -207,10 +205,12 @@ def test_pending_futures_fail_at_shutdown() -> None:
     assert not future.done()
     stopper = threading.Thread(target=sched.shutdown)
     stopper.start()
-    deadline = time.monotonic() + 30
-    while not sched.is_shutdown and time.monotonic() < deadline:
-        time.sleep(0.001)
-    gate.set()
+    try:
+        wait_for(
+            lambda: sched.is_shutdown, timeout=30, interval=0.001, message="the shutdown to begin"
+        )
+    finally:
+        gate.set()
     stopper.join(30)
     with pytest.raises(SchedulerShutdownError):
         future.result(timeout=30)
@@ -263,12 +263,13 @@ def test_stream_status(sched: CallbackScheduler) -> None:
     """stream_status reports a stream's state and error; None for no stream."""
     assert sched.stream_status(NOWHERE, "state") is None
     sched.register_event_callback(NOWHERE, "State", CHANGE, noop)
-    deadline = time.monotonic() + 30
-    status = sched.stream_status(NOWHERE, "state", CHANGE)
-    while (status is None or not status.failing) and time.monotonic() < deadline:
-        time.sleep(0.01)
-        status = sched.stream_status(NOWHERE, "STATE")
-    assert status is not None and status.failing, f"waited for the stream to fail: {status}"
+    status = wait_for(
+        lambda: (s := sched.stream_status(NOWHERE, "STATE")) is not None and s.failing and s,
+        timeout=30,
+        interval=0.01,
+        message=lambda: f"the stream to fail: {sched.stream_status(NOWHERE, 'state', CHANGE)}",
+    )
+    assert status is not None and status.failing
     assert status.state == "failing" and status.last_error
     assert status.name == sched.diagnostics().streams[0].name
     assert sched.stream_status(NOWHERE, "state", tango.EventType.PERIODIC_EVENT) is None
