@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,26 +40,8 @@ CHANGE = tango.EventType.CHANGE_EVENT
 ASYNC = hasattr(tango, "EventSubMode")
 
 
-class Recorder:
-    """Keeps every event with the time it arrived."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.events: list[tuple[float, Any]] = []
-
-    def __call__(self, event: Any) -> None:
-        with self.lock:
-            self.events.append((time.monotonic(), event))
-
-    def snapshot(self) -> list[tuple[float, Any]]:
-        with self.lock:
-            return list(self.events)
-
-    def values(self) -> list[int]:
-        return [int(e.attr_value.value) for _, e in self.snapshot() if not e.err]
-
-    def errors(self) -> list[Any]:
-        return [e for _, e in self.snapshot() if e.err]
+# The conftest fixture ``recorder`` makes Recorder objects.
+MakeRecorder = Callable[..., Any]
 
 
 def _ignore(event: Any) -> None:
@@ -82,7 +64,9 @@ def silent() -> Iterator[SilentHost]:
 
 
 def test_hung_hosts_do_not_delay_a_healthy_registration(
-    silent: SilentHost, event_source: Any
+    silent: SilentHost,
+    event_source: Any,
+    recorder: MakeRecorder,
 ) -> None:
     # Each attempt on the silent host is bounded far beyond this test, so the
     # healthy stream must connect while all five are still in flight.
@@ -93,8 +77,12 @@ def test_hung_hosts_do_not_delay_a_healthy_registration(
             sched.register_event_callback(silent.trl(f"hung/dev/{i}"), "state", CHANGE, _ignore)
             for i in range(5)
         ]
-        wait_for(lambda: silent.connections >= 1, timeout=30)
-        rec = Recorder()
+        wait_for(
+            lambda: silent.connections >= 1,
+            timeout=30,
+            message="the silent host to see a connection attempt",
+        )
+        rec = recorder()
         healthy = sched.register_event_callback(event_source.trls[0], "myAttr1", CHANGE, rec)
         healthy.result(timeout=60)
         wait_for(lambda: rec.values(), timeout=30, message="no first value")
@@ -127,7 +115,11 @@ def test_invoke_lrc_unaffected_by_hung_hosts(
         )
         for i in (1, 2):
             own.register_event_callback(silent.trl(f"hung/lrc/{i}"), "state", CHANGE, _ignore)
-        wait_for(lambda: silent.connections >= 1, timeout=30)
+        wait_for(
+            lambda: silent.connections >= 1,
+            timeout=30,
+            message="the silent host to see a connection attempt",
+        )
         for scheduler in (own, None):
             done = threading.Event()
             results: list[Any] = []
@@ -303,11 +295,13 @@ def test_process_exits_cleanly_while_events_flow(
 # -- 2. late subscribers get the current value ------------------------------------------------
 
 
-def test_second_callback_gets_the_current_value_without_a_duplicate(event_source: Any) -> None:
+def test_second_callback_gets_the_current_value_without_a_duplicate(
+    event_source: Any, recorder: MakeRecorder
+) -> None:
     device = event_source.devices[2]
     tango.DeviceProxy(device).Push("myAttr3")
     with CallbackScheduler(name="late") as sched:
-        first, second = Recorder(), Recorder()
+        first, second = recorder(), recorder()
         sched.register_event_callback(device, "myAttr3", CHANGE, first).result(timeout=30)
         wait_for(lambda: first.values(), timeout=30, message="no first value")
         current = first.values()[-1]
@@ -317,18 +311,32 @@ def test_second_callback_gets_the_current_value_without_a_duplicate(event_source
         time.sleep(0.5)
         assert first.values() == [current]  # no duplicate to the first callback
         pushed = tango.DeviceProxy(device).Push("myAttr3")
-        wait_for(lambda: second.values()[-1:] == [pushed], timeout=30)
-        wait_for(lambda: first.values()[-1:] == [pushed], timeout=30)
+        wait_for(
+            lambda: second.values()[-1:] == [pushed],
+            timeout=30,
+            message="the late callback to get the last pushed value",
+        )
+        wait_for(
+            lambda: first.values()[-1:] == [pushed],
+            timeout=30,
+            message="the first callback to get the last pushed value",
+        )
         assert first.values() == second.values() == [current, pushed]
 
 
-def test_callback_on_a_pinned_stream_gets_the_current_value(event_source: Any) -> None:
+def test_callback_on_a_pinned_stream_gets_the_current_value(
+    event_source: Any, recorder: MakeRecorder
+) -> None:
     device = event_source.devices[2]
     with CallbackScheduler(name="late-pinned") as sched:
         sched.connect_event_stream(device, "myAttr2", CHANGE).result(timeout=30)
-        wait_for(lambda: sched.diagnostics().streams[0].received >= 1, timeout=30)
+        wait_for(
+            lambda: sched.diagnostics().streams[0].received >= 1,
+            timeout=30,
+            message="the pinned stream to receive its first event",
+        )
         current = int(tango.DeviceProxy(device).read_attribute("myAttr2").value)
-        rec = Recorder()
+        rec = recorder()
         sched.register_event_callback(device, "myAttr2", CHANGE, rec).result(timeout=30)
         wait_for(lambda: rec.values(), timeout=30, message="no value on the pinned stream")
         assert rec.values() == [current]
@@ -336,12 +344,15 @@ def test_callback_on_a_pinned_stream_gets_the_current_value(event_source: Any) -
 
 def test_callback_on_a_failing_stream_gets_the_last_error(
     event_source: Any,
+    recorder: MakeRecorder,
 ) -> None:
     device = event_source.devices[2]
     with CallbackScheduler(name="late-error") as sched:
-        first, second = Recorder(), Recorder()
+        first, second = recorder(), recorder()
         sched.register_event_callback(device, "noSuchAttr", CHANGE, first).result(timeout=30)
-        wait_for(lambda: first.errors(), timeout=30)
+        wait_for(
+            lambda: first.errors(), timeout=30, message="the first callback to get an error event"
+        )
         sched.register_event_callback(device, "noSuchAttr", CHANGE, second).result(timeout=30)
         wait_for(lambda: second.errors(), timeout=30, message="no error for the late callback")
         assert second.errors()[0].errors[0].reason == "API_AttrNotFound"
@@ -351,16 +362,22 @@ def test_callback_on_a_failing_stream_gets_the_last_error(
 # -- 3. one outage, one error episode ---------------------------------------------------------
 
 
-def test_restart_gives_one_error_episode(device_server_factory: Any) -> None:
+def test_restart_gives_one_error_episode(
+    device_server_factory: Any, recorder: MakeRecorder
+) -> None:
     server = device_server_factory.event_source(1)
     device = server.devices[0]
     attrs = ["myAttr1", "myAttr2"]
-    recs = {a: Recorder() for a in attrs}
+    recs = {a: recorder() for a in attrs}
     with CallbackScheduler(name="restart") as sched:
         for attr in attrs:
             sched.register_event_callback(device, attr, CHANGE, recs[attr]).result(timeout=30)
         tango.DeviceProxy(device).command_inout("StartPushing", ([20.0, 20.0], attrs))
-        wait_for(lambda: all(len(r.values()) >= 10 for r in recs.values()), timeout=30)
+        wait_for(
+            lambda: all(len(r.values()) >= 10 for r in recs.values()),
+            timeout=30,
+            message="ten values on each stream before the kill",
+        )
         server.kill()
         killed = time.monotonic()
         time.sleep(10.0)
@@ -368,13 +385,21 @@ def test_restart_gives_one_error_episode(device_server_factory: Any) -> None:
         restarted = time.monotonic()
         tango.DeviceProxy(device).command_inout("StartPushing", ([20.0, 20.0], attrs))
 
-        def first_good(rec: Recorder) -> float | None:
+        def first_good(rec: Any) -> float | None:
             return next((t for t, e in rec.snapshot() if t > restarted and not e.err), None)
 
-        wait_for(lambda: all(first_good(r) for r in recs.values()), timeout=60)
+        wait_for(
+            lambda: all(first_good(r) for r in recs.values()),
+            timeout=60,
+            message="a value on each stream after the restart",
+        )
         time.sleep(12.0)  # the spurious error came 3 to 8 s after data resumed
         tango.DeviceProxy(device).command_inout("StopPushing", [])
-        wait_for(lambda: sched.diagnostics().totals.queued == 0, timeout=30)
+        wait_for(
+            lambda: sched.diagnostics().totals.queued == 0,
+            timeout=30,
+            message="the queues to drain after StopPushing",
+        )
         streams = {s.attribute: s for s in sched.diagnostics().streams}
         for attr, rec in recs.items():
             events = rec.snapshot()
@@ -396,7 +421,7 @@ def test_restart_gives_one_error_episode(device_server_factory: Any) -> None:
 # -- the database killed and restarted ---------------------------------------------------------
 
 
-def test_streams_survive_a_database_restart(tmp_path: Any) -> None:
+def test_streams_survive_a_database_restart(tmp_path: Any, recorder: MakeRecorder) -> None:
     # A database of its own on a fixed port: the session's one keeps its devices.
     database = TangoDatabase(port=free_port(), log_dir=tmp_path)
     database.start()
@@ -407,15 +432,19 @@ def test_streams_survive_a_database_restart(tmp_path: Any) -> None:
         server.start()
         old_trl, new_trl = server.trls
         with CallbackScheduler(name="dbdown") as sched:
-            rec = Recorder()
+            rec = recorder()
             sched.register_event_callback(old_trl, "myAttr4", CHANGE, rec).result(timeout=30)
-            wait_for(lambda: rec.values(), timeout=30)
+            wait_for(lambda: rec.values(), timeout=30, message="a first value from the device")
             proxy = tango.DeviceProxy(old_trl)
             database._process.kill()  # noqa: SLF001 - kill -9 of the database
             # A connected stream keeps its events; a new one reports errors and retries.
             pushed = proxy.Push("myAttr4")
-            wait_for(lambda: pushed in rec.values(), timeout=30)
-            late = Recorder()
+            wait_for(
+                lambda: pushed in rec.values(),
+                timeout=30,
+                message="the pushed value before the database goes down",
+            )
+            late = recorder()
             sched.register_event_callback(new_trl, "myAttr4", CHANGE, late).result(timeout=60)
             wait_for(lambda: late.errors(), timeout=30, message="no error with the database down")
             database.start()  # same port, empty: define and start the server again
@@ -452,18 +481,24 @@ def test_unregister_with_an_unhashable_id() -> None:
             sched.unregister_callback([1])  # type: ignore[arg-type]
 
 
-def test_asyncio_green_mode_proxy_works(event_source: Any) -> None:
+def test_asyncio_green_mode_proxy_works(event_source: Any, recorder: MakeRecorder) -> None:
     proxy = tango.DeviceProxy(event_source.devices[0])
     proxy.set_green_mode(tango.GreenMode.Asyncio)
     with CallbackScheduler(name="green") as sched:
-        rec = Recorder()
+        rec = recorder()
         sched.register_event_callback(proxy, "myAttr2", CHANGE, rec).result(timeout=30)
-        wait_for(lambda: rec.values() or rec.errors(), timeout=30)
+        wait_for(
+            lambda: rec.values() or rec.errors(),
+            timeout=30,
+            message="a value or an error through the green-mode proxy",
+        )
         assert rec.errors() == []
         assert rec.values()
 
 
-def test_a_blocking_done_callback_does_not_stall_connects(event_source: Any) -> None:
+def test_a_blocking_done_callback_does_not_stall_connects(
+    event_source: Any, recorder: MakeRecorder
+) -> None:
     gate = threading.Event()
     caller = threading.current_thread()
 
@@ -474,11 +509,11 @@ def test_a_blocking_done_callback_does_not_stall_connects(event_source: Any) -> 
     with CallbackScheduler(name="donecb", wait_for_subscription=False) as sched:
         try:
             first = sched.register_event_callback(
-                event_source.devices[0], "myAttr3", CHANGE, Recorder()
+                event_source.devices[0], "myAttr3", CHANGE, recorder()
             )
             first.add_done_callback(blocking)
             second = sched.register_event_callback(
-                event_source.devices[1], "myAttr3", CHANGE, Recorder()
+                event_source.devices[1], "myAttr3", CHANGE, recorder()
             )
             second.result(timeout=30)
         finally:
@@ -505,20 +540,26 @@ def test_one_database_under_three_host_names_is_one_stream(
         assert snap.totals.subscribe_calls == 1
 
 
-def test_non_ascii_device_name_is_reported_as_given() -> None:
+def test_non_ascii_device_name_is_reported_as_given(recorder: MakeRecorder) -> None:
     with CallbackScheduler(name="ascii") as sched:
-        rec = Recorder()
+        rec = recorder()
         try:
             future = sched.register_event_callback("tést/dévice/ü", "state", CHANGE, rec)
         except ValueError as exc:
             assert "tést/dévice/ü" in str(exc)
             return
         future.result(timeout=30)
-        wait_for(lambda: rec.errors(), timeout=30)
+        wait_for(
+            lambda: rec.errors(),
+            timeout=30,
+            message="an error event for the undefined non-ASCII device",
+        )
         assert "tést/dévice/ü" in rec.errors()[0].errors[0].desc
 
 
-def test_first_attempt_on_the_caller_thread_keeps_the_lane(event_source: Any) -> None:
+def test_first_attempt_on_the_caller_thread_keeps_the_lane(
+    event_source: Any, recorder: MakeRecorder
+) -> None:
     proxy = tango.DeviceProxy(event_source.devices[0])
     threads: list[str] = []
     if hasattr(proxy, "unfreeze_dynamic_interface"):
@@ -533,20 +574,26 @@ def test_first_attempt_on_the_caller_thread_keeps_the_lane(event_source: Any) ->
 
     proxy.subscribe_event = recording
     with CallbackScheduler(name="here") as sched:
-        rec = Recorder()
+        rec = recorder()
         future = sched._register_on_caller_thread(proxy, "myAttr2", CHANGE, rec)
         assert threads == [threading.current_thread().name]
         future.result(timeout=30)
-        wait_for(lambda: rec.values(), timeout=30)
+        wait_for(
+            lambda: rec.values(),
+            timeout=30,
+            message="a first value through the caller-thread connection",
+        )
         # Another stream of the same device still goes through the connector lane.
-        sched.register_event_callback(proxy, "myAttr3", CHANGE, Recorder()).result(timeout=30)
+        sched.register_event_callback(proxy, "myAttr3", CHANGE, recorder()).result(timeout=30)
         assert len(threads) == 2 and threads[1].startswith("here.connector")
         sched._connect_on_caller_thread(proxy, "myAttr1", CHANGE).result(timeout=30)
         assert threads[2] == threading.current_thread().name
 
 
 def test_a_frozen_server_does_not_delay_other_devices(
-    device_server_factory: Any, event_source: Any
+    device_server_factory: Any,
+    event_source: Any,
+    recorder: MakeRecorder,
 ) -> None:
     frozen = device_server_factory.event_source(1)
     assert frozen.pid is not None
@@ -555,7 +602,7 @@ def test_a_frozen_server_does_not_delay_other_devices(
     try:
         stuck = sched.register_event_callback(frozen.trls[0], "myAttr1", CHANGE, _ignore)
         time.sleep(0.5)
-        rec = Recorder()
+        rec = recorder()
         sched.register_event_callback(event_source.trls[1], "myAttr2", CHANGE, rec).result(
             timeout=30
         )
