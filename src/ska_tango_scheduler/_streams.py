@@ -59,13 +59,8 @@ import tango
 
 from . import _compat
 from ._backoff import BackoffPolicy, BackoffState
-from ._dispatch import (
-    CallbackRegistration,
-    Dispatcher,
-    RateLimitedLogger,
-    report_slow,
-    run_callbacks,
-)
+from ._callbacks import CallbackRegistration, RateLimitedLogger, report_slow, run_callbacks
+from ._dispatch import Dispatcher
 from ._hostprobe import HostProbe
 from ._lanes import ConnectorPool, TimerHandle
 from ._queues import Counters, EventQueue
