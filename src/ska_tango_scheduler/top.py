@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import json
 import logging
@@ -62,14 +61,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import tango
 
 from . import __version__
 from ._checks import ArgumentRangeError, ArgumentTypeError, check_seconds
 from ._view import LiveView, queue_rows, queue_table_lines, summary_line
-from .diagnostics import (
+from .diagnostics import (  # noqa: F401 - importable from here before they moved
     BackoffDiagnostics,
     LatencyStats,
     QueueDiagnostics,
@@ -77,6 +76,7 @@ from .diagnostics import (
     StreamDiagnostics,
     Totals,
     WorkerDiagnostics,
+    snapshot_from_dict,
 )
 from .mixin import CONFIGURATION_ERROR_REASON
 from .scheduler import CallbackScheduler
@@ -112,59 +112,7 @@ _CLEANUP_BUDGET = 2.0
 # thread coming back from Tango would abort (see run()).
 _left_behind = threading.Event()
 
-_T = TypeVar("_T")
-
-
 # -- the data ---------------------------------------------------------------------------------
-
-
-def _build(cls: type[_T], data: Mapping[str, Any], nested: Mapping[str, Any]) -> _T:
-    """Make a dataclass from a dict, ignoring unknown keys; missing keys keep defaults."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for key, convert in nested.items():
-        if key in kwargs:
-            kwargs[key] = convert(kwargs[key])
-    return cls(**kwargs)
-
-
-def _latency(data: Mapping[str, Any]) -> LatencyStats:
-    return _build(LatencyStats, data, {})
-
-
-def snapshot_from_dict(data: Mapping[str, Any]) -> SchedulerDiagnostics:
-    """Rebuild a diagnostics snapshot from its ``to_dict()`` form (the attribute's JSON).
-
-    Keys this version does not know are ignored, and keys an older device
-    does not send keep their defaults, so devices running another version of
-    the package can be shown.
-
-    Args:
-        data: The decoded JSON.
-
-    Returns:
-        The snapshot.
-    """
-    return _build(
-        SchedulerDiagnostics,
-        data,
-        {
-            "totals": lambda d: _build(Totals, d, {}),
-            "queues": lambda items: tuple(
-                _build(
-                    QueueDiagnostics,
-                    d,
-                    {"latency": _latency, "streams": tuple},
-                )
-                for d in items
-            ),
-            "streams": lambda items: tuple(
-                _build(StreamDiagnostics, d, {"latency": _latency}) for d in items
-            ),
-            "backoff": lambda items: tuple(_build(BackoffDiagnostics, d, {}) for d in items),
-            "workers": lambda items: tuple(_build(WorkerDiagnostics, d, {}) for d in items),
-        },
-    )
 
 
 @dataclass(frozen=True)
