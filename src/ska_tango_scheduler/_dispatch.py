@@ -76,7 +76,90 @@ _get_ident = threading.get_ident
 _new_lock = _thread.allocate_lock
 
 
-class Dispatcher:
+class _CountReaders:
+    """The lock-free readers of a :class:`Dispatcher`'s counts, for snapshots.
+
+    Snapshots read counters WITHOUT the intake lock: a reader that holds the
+    GIL while Tango's event thread waits for the lock would make that thread
+    wait for the GIL too (a whole switch interval) each time they meet. Each
+    counter only grows and is read once; reading ``received`` last makes
+    ``received - delivered - dropped`` (the events still queued) never negative.
+    """
+
+    name: str
+    received: int
+    totals: Counters
+    _busy: list[BusyWindow]
+    _threads: list[threading.Thread]
+
+    def busy_fractions(self, now: float | None = None) -> list[tuple[str, float]]:
+        """Return each worker's share of the window spent delivering events.
+
+        Args:
+            now: Monotonic time of the snapshot (default: now).
+
+        Returns:
+            ``(thread name, fraction from 0.0 to 1.0)`` per worker.
+        """
+        now = _clock() if now is None else now
+        threads = self._threads
+        return [
+            (
+                f"{self.name}.worker-{index}",
+                busy.fraction(now) if index < len(threads) else 0.0,
+            )
+            for index, busy in enumerate(self._busy)
+        ]
+
+    def sink_counts(self, sink: Sink) -> tuple[int, int, int]:
+        """Read a sink's counts (no lock; see the class doc).
+
+        Args:
+            sink: A stream (or any sink of this dispatcher).
+
+        Returns:
+            ``(queued, delivered, dropped)``; received is their sum.
+        """
+        counters = sink.counters
+        delivered = counters.delivered
+        dropped = counters.dropped
+        received = counters.received
+        return received - delivered - dropped, delivered, dropped
+
+    def queue_counts(self, queue: EventQueue) -> tuple[int, int, int]:
+        """Read a queue's counts (no lock; see the class doc).
+
+        Args:
+            queue: A queue of this dispatcher.
+
+        Returns:
+            ``(depth, delivered, dropped)``; received is their sum.
+        """
+        counters = queue.counters
+        delivered = counters.delivered
+        dropped = counters.dropped
+        return len(queue), delivered, dropped
+
+    def total_counts(self) -> tuple[int, int, int, int, int]:
+        """Read the dispatcher's totals (no lock; see the class doc).
+
+        Returns:
+            ``(received, delivered, dropped, callback_errors, slow_callbacks)``;
+            queued is received - delivered - dropped.
+        """
+        totals = self.totals
+        delivered = totals.delivered
+        dropped = totals.dropped
+        return (
+            self.received,
+            delivered,
+            dropped,
+            totals.callback_errors,
+            totals.slow_callbacks,
+        )
+
+
+class Dispatcher(_CountReaders):
     """A pool of worker threads serving :class:`EventQueue` objects fairly.
 
     Events of one queue are delivered in order by one worker at a time; up to
@@ -98,7 +181,7 @@ class Dispatcher:
     keep them that way
     (``tests/unit/test_dispatch.py`` runs them with a collection at every
     allocation and fails if one starts inside). Snapshots read the counters
-    without it (see :meth:`sink_counts`).
+    without it (see :class:`_CountReaders`).
 
     Workers park on a lock of their own (a raw lock used as a binary
     semaphore): a worker with nothing to do puts its wake-up lock in the
@@ -166,25 +249,6 @@ class Dispatcher:
     def in_worker(self) -> bool:
         """Tell whether the calling thread is one of the workers."""
         return _get_ident() in self._idents
-
-    def busy_fractions(self, now: float | None = None) -> list[tuple[str, float]]:
-        """Return each worker's share of the window spent delivering events.
-
-        Args:
-            now: Monotonic time of the snapshot (default: now).
-
-        Returns:
-            ``(thread name, fraction from 0.0 to 1.0)`` per worker.
-        """
-        now = _clock() if now is None else now
-        threads = self._threads
-        return [
-            (
-                f"{self.name}.worker-{index}",
-                busy.fraction(now) if index < len(threads) else 0.0,
-            )
-            for index, busy in enumerate(self._busy)
-        ]
 
     def start(self) -> None:
         """Start the worker threads."""
@@ -302,59 +366,6 @@ class Dispatcher:
             self.totals.slow_callbacks += slow
         finally:
             lock.release()
-
-    # Snapshots read counters WITHOUT the intake lock: a reader that holds the
-    # GIL while Tango's event thread waits for the lock would make that thread
-    # wait for the GIL too (a whole switch interval) each time they meet. Each
-    # counter only grows and is read once; reading ``received`` last makes
-    # ``received - delivered - dropped`` (the events still queued) never negative.
-
-    def sink_counts(self, sink: Sink) -> tuple[int, int, int]:
-        """Read a sink's counts (no lock; see above).
-
-        Args:
-            sink: A stream (or any sink of this dispatcher).
-
-        Returns:
-            ``(queued, delivered, dropped)``; received is their sum.
-        """
-        counters = sink.counters
-        delivered = counters.delivered
-        dropped = counters.dropped
-        received = counters.received
-        return received - delivered - dropped, delivered, dropped
-
-    def queue_counts(self, queue: EventQueue) -> tuple[int, int, int]:
-        """Read a queue's counts (no lock; see above).
-
-        Args:
-            queue: A queue of this dispatcher.
-
-        Returns:
-            ``(depth, delivered, dropped)``; received is their sum.
-        """
-        counters = queue.counters
-        delivered = counters.delivered
-        dropped = counters.dropped
-        return len(queue), delivered, dropped
-
-    def total_counts(self) -> tuple[int, int, int, int, int]:
-        """Read the dispatcher's totals (no lock; see above).
-
-        Returns:
-            ``(received, delivered, dropped, callback_errors, slow_callbacks)``;
-            queued is received - delivered - dropped.
-        """
-        totals = self.totals
-        delivered = totals.delivered
-        dropped = totals.dropped
-        return (
-            self.received,
-            delivered,
-            dropped,
-            totals.callback_errors,
-            totals.slow_callbacks,
-        )
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
