@@ -23,6 +23,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any, NewType
 
 import tango
@@ -41,6 +42,7 @@ from .type_hints import DeviceType, QueueFactory
 __all__ = [
     "CallbackID",
     "Registry",
+    "Request",
     "SchedulerShutdownError",
     "StreamNotFoundError",
     "UnknownCallbackError",
@@ -73,6 +75,27 @@ class UnknownCallbackError(KeyError):
 
 class StreamNotFoundError(KeyError):
     """No such event stream exists in this scheduler."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A checked request to register a callback on a stream or to pin it.
+
+    Attributes:
+        key: The stream's identity.
+        device: The device as the caller gave it (its proxy may be used).
+        attribute: The attribute as the caller gave it (stripped).
+        queue_factory: Gives a new stream its queue.
+        on_caller: Whether a new stream's first attempt runs on the calling thread.
+        lane_timeout: Seconds to wait for the device's lane then (None: waits).
+    """
+
+    key: StreamKey
+    device: DeviceType
+    attribute: str
+    queue_factory: QueueFactory | None
+    on_caller: bool = False
+    lane_timeout: float | None = None
 
 
 class Registry:
@@ -183,26 +206,12 @@ class Registry:
 
     # -- attach ----------------------------------------------------------------
 
-    def add_callback(
-        self,
-        key: StreamKey,
-        device: DeviceType,
-        attribute: str,
-        function: Callable[[Any], None],
-        queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> Future[CallbackID]:
+    def add_callback(self, request: Request, function: Callable[[Any], None]) -> Future[CallbackID]:
         """Register a callback on a stream, creating the stream if needed.
 
         Args:
-            key: The stream's identity.
-            device: The device as the caller gave it (its proxy may be used).
-            attribute: The attribute as the caller gave it.
+            request: The stream, and where a new one connects.
             function: What to call with each event.
-            queue_factory: Gives a new stream its queue.
-            on_caller: Whether a new stream connects on the calling thread.
-            lane_timeout: Seconds to wait for the device's lane then (None: waits).
 
         Returns:
             A future of the callback's id (see
@@ -218,33 +227,16 @@ class Registry:
             else:  # give it the current value first, through the queue
                 stream.add_late(registration)
             self.callbacks[callback_id] = (stream, registration)
-            if stream.outcome_known:
-                future.set_result(callback_id)  # no done-callbacks yet: safe under the lock
-                return False
-            stream.waiters.append((future, callback_id))
-            return True
+            return _await_outcome(stream, future, callback_id)
 
-        self.attach(key, device, attribute, queue_factory, bind, on_caller, lane_timeout)
+        self.attach(request, bind)
         return future
 
-    def pin(
-        self,
-        key: StreamKey,
-        device: DeviceType,
-        attribute: str,
-        queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> Future[None]:
+    def pin(self, request: Request) -> Future[None]:
         """Pin a stream (keep it connected without callbacks), creating it if needed.
 
         Args:
-            key: As for :meth:`add_callback`.
-            device: As for :meth:`add_callback`.
-            attribute: As for :meth:`add_callback`.
-            queue_factory: As for :meth:`add_callback`.
-            on_caller: As for :meth:`add_callback`.
-            lane_timeout: As for :meth:`add_callback`.
+            request: The stream, and where a new one connects.
 
         Returns:
             A future that completes once the first connection attempt has an outcome.
@@ -253,43 +245,26 @@ class Registry:
 
         def bind(stream: EventStream, created: bool) -> bool:
             stream.pinned = True
-            if stream.outcome_known:
-                future.set_result(None)  # no done-callbacks yet: safe under the lock
-                return False
-            stream.waiters.append((future, None))
-            return True
+            return _await_outcome(stream, future, None)
 
-        self.attach(key, device, attribute, queue_factory, bind, on_caller, lane_timeout)
+        self.attach(request, bind)
         return future
 
-    def attach(
-        self,
-        key: StreamKey,
-        device: DeviceType,
-        attribute: str,
-        queue_factory: QueueFactory | None,
-        bind: Bind,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> None:
+    def attach(self, request: Request, bind: Bind) -> None:
         """Find or create the stream and run ``bind`` on it under the lock.
 
         On PyTango < 10.1, when ``bind`` returns True the caller then waits
         here for the synchronous subscription, as a direct
-        ``subscribe_event`` would. With ``on_caller``, a new stream's first
-        attempt runs on the calling thread, holding the device's connector
-        lane, if that lane is free within ``lane_timeout`` seconds (None: as
-        long as it takes); else on a connector thread.
+        ``subscribe_event`` would. With ``request.on_caller``, a new stream's
+        first attempt runs on the calling thread, holding the device's
+        connector lane, if that lane is free within ``request.lane_timeout``
+        seconds (None: as long as it takes); else on a connector thread.
 
         Args:
-            key: The stream's identity.
-            device: The device as the caller gave it.
-            attribute: The attribute as the caller gave it.
-            queue_factory: Gives a new stream its queue.
+            request: The stream, and where a new one connects.
             bind: See :data:`Bind`.
-            on_caller: See above.
-            lane_timeout: See above.
         """
+        key, device = request.key, request.device
         with self.lock:
             self.check_running()
             stream = self.streams.get(key)
@@ -297,7 +272,7 @@ class Registry:
                 bind(stream, False)
                 return
         # Create the queue outside the lock: the factory may call get_queue.
-        queue = self._make_queue(queue_factory, key)
+        queue = self._make_queue(request.queue_factory, key)
         # A proxy in another green mode returns futures or coroutines: use one of our own.
         proxy = (
             device
@@ -311,7 +286,7 @@ class Registry:
             if stream is None:
                 if proxy is not None:
                     proxy = self.ctx.proxies.setdefault(key.device, proxy)
-                stream = EventStream(self.ctx, key, attribute, queue, proxy)
+                stream = EventStream(self.ctx, key, request.attribute, queue, proxy)
                 self.streams[key] = stream
                 self.queue_users.setdefault(queue, set()).add(stream)
             waiting = bind(stream, created)
@@ -319,7 +294,9 @@ class Registry:
         connector = self.ctx.connector
         if created:
             here = stream.connect_on_calling_thread
-            if not (on_caller and connector.run_here(key.device, here, lane_timeout)):
+            if not (
+                request.on_caller and connector.run_here(key.device, here, request.lane_timeout)
+            ):
                 stream.submit(stream.connect)
         if waiter is not None and not _compat.ASYNC_SUBSCRIPTION and self._wait_for_subscription:
             # A server that is still starting subscribes only once started:
@@ -465,6 +442,21 @@ class Registry:
                 del self.queue_users[stream.queue]
                 self.ctx.dispatcher.forget_queue(stream.queue)
         stream.submit(stream.close)
+
+
+def _await_outcome(stream: EventStream, future: Future[Any], value: Any) -> bool:
+    """Give ``future`` its ``value`` once the stream's first connection attempt has an outcome.
+
+    Called under the lock: a future completed here has no done-callbacks yet.
+
+    Returns:
+        True when the future waits for the outcome.
+    """
+    if stream.outcome_known:
+        future.set_result(value)
+        return False
+    stream.waiters.append((future, value))
+    return True
 
 
 def new_context(

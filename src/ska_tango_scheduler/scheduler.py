@@ -323,7 +323,10 @@ class CallbackScheduler:
                 type, a malformed TRL, or a queue of another scheduler.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        return self._register(device, attr_name, event_type, callback, queue_factory, False, None)
+        function = _as_function(callback)
+        return self._registry.add_callback(
+            self._request(device, attr_name, event_type, queue_factory), function
+        )
 
     def _register_on_caller_thread(
         self,
@@ -340,27 +343,9 @@ class CallbackScheduler:
         to wait for the device's connector lane (None: as long as it takes)
         before the attempt is left to a connector thread.
         """
-        return self._register(
-            device, attr_name, event_type, callback, queue_factory, True, lane_timeout
-        )
-
-    def _register(
-        self,
-        device: DeviceType,
-        attr_name: str,
-        event_type: tango.EventType,
-        callback: EventCallbackType,
-        queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> Future[CallbackID]:
         function = _as_function(callback)
-        key, on_caller, lane_timeout = self._attaching(
-            device, attr_name, event_type, queue_factory, on_caller, lane_timeout
-        )
-        return self._registry.add_callback(
-            key, device, attr_name.strip(), function, queue_factory, on_caller, lane_timeout
-        )
+        request = self._request(device, attr_name, event_type, queue_factory, True, lane_timeout)
+        return self._registry.add_callback(request, function)
 
     def unregister_callback(self, callback_id: CallbackID) -> None:
         """Stop calling a callback.
@@ -421,23 +406,7 @@ class CallbackScheduler:
             ValueError: For malformed arguments.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        return self._connect(device, attr_name, event_type, queue_factory, False, None)
-
-    def _connect(
-        self,
-        device: DeviceType,
-        attr_name: str,
-        event_type: tango.EventType,
-        queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> Future[None]:
-        key, on_caller, lane_timeout = self._attaching(
-            device, attr_name, event_type, queue_factory, on_caller, lane_timeout
-        )
-        return self._registry.pin(
-            key, device, attr_name.strip(), queue_factory, on_caller, lane_timeout
-        )
+        return self._registry.pin(self._request(device, attr_name, event_type, queue_factory))
 
     def _connect_on_caller_thread(
         self,
@@ -451,7 +420,8 @@ class CallbackScheduler:
 
         See :meth:`_register_on_caller_thread`.
         """
-        return self._connect(device, attr_name, event_type, queue_factory, True, lane_timeout)
+        request = self._request(device, attr_name, event_type, queue_factory, True, lane_timeout)
+        return self._registry.pin(request)
 
     def disconnect_event_stream(
         self, device: DeviceType, attr_name: str, event_type: tango.EventType
@@ -580,15 +550,15 @@ class CallbackScheduler:
         self._registry.check_running()
         return _stream_key(device, attr_name, event_type)
 
-    def _attaching(
+    def _request(
         self,
         device: DeviceType,
         attr_name: str,
         event_type: tango.EventType,
         queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> tuple[StreamKey, bool, float | None]:
+        on_caller: bool = False,
+        lane_timeout: float | None = None,
+    ) -> _registry.Request:
         """Check the arguments of a registration or a pin; say where a new stream connects.
 
         Inside :func:`_connecting_on_calling_thread`, a new stream's first attempt
@@ -598,8 +568,10 @@ class CallbackScheduler:
             raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
         key = self._key(device, attr_name, event_type)
         if not on_caller and getattr(_on_calling_thread, "active", False):
-            return key, True, _CALLER_LANE_WAIT
-        return key, on_caller, lane_timeout
+            on_caller, lane_timeout = True, _CALLER_LANE_WAIT
+        return _registry.Request(
+            key, device, attr_name.strip(), queue_factory, on_caller, lane_timeout
+        )
 
 
 def _stream_key(device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
