@@ -20,6 +20,7 @@ the orchestrator runs it in a subprocess with another revision first on
 from __future__ import annotations
 
 import contextlib
+import importlib
 import inspect
 import json
 import logging
@@ -45,21 +46,28 @@ def _noop(event: Any) -> None:
     """The callback."""
 
 
+def _callbacks_module() -> Any:
+    """The module that runs callbacks (``_dispatch`` in revisions before ``_callbacks``)."""
+    try:
+        return importlib.import_module("ska_tango_scheduler._callbacks")
+    except ImportError:  # a baseline revision
+        return importlib.import_module("ska_tango_scheduler._dispatch")
+
+
 class _StreamSink:
     """A sink that runs one no-op callback the way a stream does."""
 
     def __init__(self, expected: int, slow_after: float | None) -> None:
-        from ska_tango_scheduler._dispatch import CallbackRegistration, RateLimitedLogger
         from ska_tango_scheduler._queues import Counters
 
+        callbacks = _callbacks_module()
         self.counters = Counters()
-        self.registrations = (CallbackRegistration(1, _noop),)
-        self.limited = RateLimitedLogger(_LOGGER)
+        self.registrations = (callbacks.CallbackRegistration(1, _noop),)
+        self.limited = callbacks.RateLimitedLogger(_LOGGER)
         self.expected = expected
         self.seen = 0
         self.done = threading.Event()
-        from ska_tango_scheduler._dispatch import run_callbacks
-
+        run_callbacks = callbacks.run_callbacks
         self._run = run_callbacks
         takes_slow = "slow_after" in inspect.signature(run_callbacks).parameters
         self._extra: tuple[Any, ...] = (slow_after,) if takes_slow else ()

@@ -1,7 +1,23 @@
 """Robust Tango event handling: callbacks off Tango's event thread.
 
-The package face. Everything public is importable from here; the modules
-whose names start with an underscore are private.
+The package face: ``__all__`` below lists, by concept, everything most code
+needs, and every name in it is importable from here. The modules whose names
+start with an underscore are private.
+
+Each public submodule's ``__all__`` holds what this package exports from it,
+plus, for some, second-tier names: constants, helpers and protocols for more
+specialised code (tools, tests, device classes that configure the mixin by
+hand), importable from that submodule only and listed in its docstring and in
+the API reference:
+
+* :mod:`~ska_tango_scheduler.scheduler` and :mod:`~ska_tango_scheduler.diagnostics`:
+  exported here in full, except :func:`~ska_tango_scheduler.diagnostics.snapshot_from_dict`;
+* :mod:`~ska_tango_scheduler.long_running_commands`,
+  :mod:`~ska_tango_scheduler.mixin`, :mod:`~ska_tango_scheduler.control_model`
+  and :mod:`~ska_tango_scheduler.type_hints`: second-tier names listed in
+  their docstrings;
+* :mod:`ska_tango_scheduler.top`, :mod:`ska_tango_scheduler.testing` and
+  :mod:`ska_tango_scheduler.demo` are tools: nothing of theirs is exported here.
 """
 
 from __future__ import annotations
@@ -58,42 +74,48 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    # The scheduler: callbacks off Tango's event thread, its queues and retries.
+    "CallbackScheduler",
+    "CallbackID",
+    "EventQueue",
     "DEFAULT_QUEUE_SIZE",
-    "DIAGNOSTIC_ATTRIBUTES",
-    "LATENCY_WINDOW",
-    "MAX_ATTEMPT_TIMEOUT",
+    "BackoffPolicy",
+    "SchedulerShutdownError",
+    "StreamNotFoundError",
+    "UnknownCallbackError",
+    # Upper bounds of the scheduler's arguments (see docs/reference/limits).
+    "MAX_THREAD_COUNT",
     "MAX_QUEUE_SIZE",
     "MAX_SLOW_CALLBACK_DURATION",
-    "MAX_THREAD_COUNT",
-    "SAFE_MONITOR_RELEASE",
-    "BackoffDiagnostics",
-    "BackoffPolicy",
-    "CallbackID",
-    "CallbackScheduler",
-    "EventQueue",
-    "LatencyStats",
-    "MonitorNotReleasableWarning",
-    "QueueDiagnostics",
+    "MAX_ATTEMPT_TIMEOUT",
+    # Diagnostics: the snapshot of a scheduler, and one stream's status.
     "SchedulerDiagnostics",
-    "SchedulerMixin",
-    "SchedulerShutdownError",
-    "StreamDiagnostics",
-    "StreamNotFoundError",
-    "StreamStatus",
     "Totals",
-    "UnknownCallbackError",
+    "QueueDiagnostics",
+    "StreamDiagnostics",
+    "BackoffDiagnostics",
+    "LatencyStats",
     "WorkerDiagnostics",
-    "CommandError",
-    "LRCSubscriptionsProtocol",
-    "NoCommonProtocolVersionError",
-    "ResultCode",
-    "ResultCodeError",
-    "TaskStatus",
-    "__version__",
-    "connect_lrc_interface",
-    "control_model",
-    "disconnect_lrc_interface",
+    "LATENCY_WINDOW",
+    "StreamStatus",
+    # Long running commands: the client, its errors, and the SKA control model.
     "invoke_lrc",
+    "connect_lrc_interface",
+    "disconnect_lrc_interface",
+    "LRCSubscriptionsProtocol",
+    "CommandError",
+    "NoCommonProtocolVersionError",
+    "ResultCodeError",
+    "ResultCode",
+    "TaskStatus",
+    # Device servers: the mixin and its diagnostic attributes.
+    "SchedulerMixin",
+    "DIAGNOSTIC_ATTRIBUTES",
+    "SAFE_MONITOR_RELEASE",
+    "MonitorNotReleasableWarning",
+    # Public submodules whose further names are second tier (see the docstring).
+    "control_model",
     "long_running_commands",
     "type_hints",
+    "__version__",
 ]

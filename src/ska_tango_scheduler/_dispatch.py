@@ -1,7 +1,10 @@
-"""Worker pool that serves event queues fairly.
+"""Worker pool that serves event queues fairly, and the hand-off from Tango's thread.
 
 Part of the pure core: no :mod:`tango` import. Worker threads can be wrapped
-in a context (the Tango layer passes ``tango.EnsureOmniThread``).
+in a context (the Tango layer passes ``tango.EnsureOmniThread``). This module
+holds the fair ring, the workers and the hand-off (:meth:`Dispatcher.put`)
+with every critical section of the intake lock; what a worker hands an event
+to (a stream running its callbacks) is :mod:`._callbacks`.
 
 Fairness: a queue that has events and no worker waits in a ring. A worker
 takes the queue at the head of the ring and delivers ONE event; then, if the
@@ -40,23 +43,15 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any
 
+from ._callbacks import RateLimitedLogger
 from ._queues import Counters, EventQueue, Sink
 from ._threads import ThreadContext, start_thread
 from ._window import LENGTH, BusyWindow
 
-__all__ = [
-    "LINGER",
-    "YIELD_INTERVAL",
-    "CallbackRegistration",
-    "Dispatcher",
-    "RateLimitedLogger",
-    "report_slow",
-    "run_callbacks",
-]
+__all__ = ["LINGER", "YIELD_INTERVAL", "Dispatcher"]
 
 
 #: Seconds an idle worker waits for more work (sleeping, not wakeable)
@@ -81,197 +76,90 @@ _get_ident = threading.get_ident
 _new_lock = _thread.allocate_lock
 
 
-class RateLimitedLogger:
-    """Log a recurring problem at most once per interval per key.
+class _CountReaders:
+    """The lock-free readers of a :class:`Dispatcher`'s counts, for snapshots.
 
-    Occurrences in between are counted and reported with the next message, so
-    a flooding failure cannot flood the log while nothing is hidden.
+    Snapshots read counters WITHOUT the intake lock: a reader that holds the
+    GIL while Tango's event thread waits for the lock would make that thread
+    wait for the GIL too (a whole switch interval) each time they meet. Each
+    counter only grows and is read once; reading ``received`` last makes
+    ``received - delivered - dropped`` (the events still queued) never negative.
     """
 
-    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
-        """Create the limiter.
+    name: str
+    received: int
+    totals: Counters
+    _busy: list[BusyWindow]
+    _threads: list[threading.Thread]
+
+    def busy_fractions(self, now: float | None = None) -> list[tuple[str, float]]:
+        """Return each worker's share of the window spent delivering events.
 
         Args:
-            logger: Where messages go.
-            interval: Minimum seconds between two messages of one key.
+            now: Monotonic time of the snapshot (default: now).
+
+        Returns:
+            ``(thread name, fraction from 0.0 to 1.0)`` per worker.
         """
-        self._logger = logger
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._last: dict[object, float] = {}
-        self._suppressed: dict[object, int] = {}
-
-    def log(
-        self,
-        level: int,
-        key: object,
-        msg: str,
-        *args: object,
-        exc_info: bool = False,
-    ) -> None:
-        """Log ``msg % args`` unless ``key`` was logged less than an interval ago.
-
-        Args:
-            level: Logging level.
-            key: Identity of the recurring problem.
-            msg: Message format.
-            args: Message arguments.
-            exc_info: Whether to add the current exception's traceback.
-        """
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(key)
-            if last is not None and now - last < self._interval:
-                self._suppressed[key] = self._suppressed.get(key, 0) + 1
-                return
-            self._last[key] = now
-            suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            msg += " (%d similar message(s) suppressed)"
-            args = (*args, suppressed)
-        self._logger.log(level, msg, *args, exc_info=exc_info)
-
-    def forget(self, key: object) -> None:
-        """Drop what is remembered about ``key``.
-
-        Args:
-            key: Identity of the problem.
-        """
-        with self._lock:
-            self._last.pop(key, None)
-            self._suppressed.pop(key, None)
-
-
-@dataclass(eq=False)
-class CallbackRegistration:
-    """One callback of a stream.
-
-    Attributes:
-        callback_id: The identifier handed to the user.
-        callback: The user's callable.
-        active: Cleared when the callback is unregistered; a cleared
-            registration is never called again.
-        running: Identifier of the thread that is about to call the
-            callback or is calling it, 0 when none. Set before ``active``
-            is read, so that whoever clears ``active`` and then finds
-            ``running`` at 0 knows no call can start any more (see
-            :meth:`wait_until_idle`).
-    """
-
-    callback_id: int
-    callback: Callable[[Any], None]
-    active: bool = True
-    running: int = 0
-
-    def wait_until_idle(self, poll: float = 0.0002) -> None:
-        """Wait until no thread other than this one is in (or entering) the callback.
-
-        Call after clearing :attr:`active`: from then on no call starts, and
-        this returns once a call that had already started has returned.
-
-        Args:
-            poll: Seconds between two looks.
-        """
-        me = _get_ident()
-        delay = poll
-        while True:
-            running = self.running
-            if not running or running == me:
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, 0.005)
-
-
-def run_callbacks(
-    registrations: Iterable[CallbackRegistration],
-    payload: Any,
-    counters: Counters,
-    errors: RateLimitedLogger,
-    label: str,
-    slow_after: float | None = None,
-) -> int:
-    """Call every active registration with ``payload``, in order.
-
-    An exception raised by a callback, of any kind (``SystemExit`` and
-    ``KeyboardInterrupt`` included: on a worker thread they would only end
-    that worker, never the process), is counted and logged (rate-limited)
-    and does not keep the event from the following callbacks.
-
-    Args:
-        registrations: The callbacks, in registration order.
-        payload: The event.
-        counters: Where callback errors and slow callbacks are counted.
-        errors: Rate-limited logger for callback errors and slow callbacks.
-        label: Name of the stream, for the log.
-        slow_after: A callback that runs longer than this many seconds is
-            counted in ``counters.slow_callbacks`` and logged at WARNING;
-            None: not timed.
-
-    Returns:
-        The number of callbacks that raised.
-    """
-    failures = 0
-    me = _get_ident()
-    started = _clock() if slow_after is not None else 0.0
-    for registration in registrations:
-        # Mark the call before looking at ``active``: see CallbackRegistration.
-        registration.running = me
-        try:
-            if not registration.active:
-                continue
-            registration.callback(payload)
-        except BaseException:  # noqa: BLE001 - isolation is the point
-            counters.callback_errors += 1
-            failures += 1
-            errors.log(
-                logging.ERROR,
-                ("callback", registration.callback_id),
-                "Callback %r of %s raised",
-                registration.callback,
-                label,
-                exc_info=True,
+        now = _clock() if now is None else now
+        threads = self._threads
+        return [
+            (
+                f"{self.name}.worker-{index}",
+                busy.fraction(now) if index < len(threads) else 0.0,
             )
-        finally:
-            registration.running = 0
-        if slow_after is not None:
-            ended = _clock()
-            if ended - started > slow_after:
-                report_slow(registration, ended - started, slow_after, counters, errors, label)
-            started = ended
-    return failures
+            for index, busy in enumerate(self._busy)
+        ]
+
+    def sink_counts(self, sink: Sink) -> tuple[int, int, int]:
+        """Read a sink's counts (no lock; see the class doc).
+
+        Args:
+            sink: A stream (or any sink of this dispatcher).
+
+        Returns:
+            ``(queued, delivered, dropped)``; received is their sum.
+        """
+        counters = sink.counters
+        delivered = counters.delivered
+        dropped = counters.dropped
+        received = counters.received
+        return received - delivered - dropped, delivered, dropped
+
+    def queue_counts(self, queue: EventQueue) -> tuple[int, int, int]:
+        """Read a queue's counts (no lock; see the class doc).
+
+        Args:
+            queue: A queue of this dispatcher.
+
+        Returns:
+            ``(depth, delivered, dropped)``; received is their sum.
+        """
+        counters = queue.counters
+        delivered = counters.delivered
+        dropped = counters.dropped
+        return len(queue), delivered, dropped
+
+    def total_counts(self) -> tuple[int, int, int, int, int]:
+        """Read the dispatcher's totals (no lock; see the class doc).
+
+        Returns:
+            ``(received, delivered, dropped, callback_errors, slow_callbacks)``;
+            queued is received - delivered - dropped.
+        """
+        totals = self.totals
+        delivered = totals.delivered
+        dropped = totals.dropped
+        return (
+            self.received,
+            delivered,
+            dropped,
+            totals.callback_errors,
+            totals.slow_callbacks,
+        )
 
 
-def report_slow(
-    registration: CallbackRegistration,
-    took: float,
-    slow_after: float,
-    counters: Counters,
-    errors: RateLimitedLogger,
-    label: str,
-) -> None:
-    """Count a slow callback and log it (rate-limited per callback).
-
-    Args:
-        registration: The callback.
-        took: Seconds it ran.
-        slow_after: The threshold it exceeded.
-        counters: Where it is counted (``slow_callbacks``).
-        errors: The rate-limited logger.
-        label: Name of the stream.
-    """
-    counters.slow_callbacks += 1
-    errors.log(
-        logging.WARNING,
-        ("slow", registration.callback_id),
-        "Slow callback: %r of %s took %.3f s (slow_callback_duration is %g s)",
-        registration.callback,
-        label,
-        took,
-        slow_after,
-    )
-
-
-class Dispatcher:
+class Dispatcher(_CountReaders):
     """A pool of worker threads serving :class:`EventQueue` objects fairly.
 
     Events of one queue are delivered in order by one worker at a time; up to
@@ -293,7 +181,7 @@ class Dispatcher:
     keep them that way
     (``tests/unit/test_dispatch.py`` runs them with a collection at every
     allocation and fails if one starts inside). Snapshots read the counters
-    without it (see :meth:`sink_counts`).
+    without it (see :class:`_CountReaders`).
 
     Workers park on a lock of their own (a raw lock used as a binary
     semaphore): a worker with nothing to do puts its wake-up lock in the
@@ -361,25 +249,6 @@ class Dispatcher:
     def in_worker(self) -> bool:
         """Tell whether the calling thread is one of the workers."""
         return _get_ident() in self._idents
-
-    def busy_fractions(self, now: float | None = None) -> list[tuple[str, float]]:
-        """Return each worker's share of the window spent delivering events.
-
-        Args:
-            now: Monotonic time of the snapshot (default: now).
-
-        Returns:
-            ``(thread name, fraction from 0.0 to 1.0)`` per worker.
-        """
-        now = _clock() if now is None else now
-        threads = self._threads
-        return [
-            (
-                f"{self.name}.worker-{index}",
-                busy.fraction(now) if index < len(threads) else 0.0,
-            )
-            for index, busy in enumerate(self._busy)
-        ]
 
     def start(self) -> None:
         """Start the worker threads."""
@@ -497,59 +366,6 @@ class Dispatcher:
             self.totals.slow_callbacks += slow
         finally:
             lock.release()
-
-    # Snapshots read counters WITHOUT the intake lock: a reader that holds the
-    # GIL while Tango's event thread waits for the lock would make that thread
-    # wait for the GIL too (a whole switch interval) each time they meet. Each
-    # counter only grows and is read once; reading ``received`` last makes
-    # ``received - delivered - dropped`` (the events still queued) never negative.
-
-    def sink_counts(self, sink: Sink) -> tuple[int, int, int]:
-        """Read a sink's counts (no lock; see above).
-
-        Args:
-            sink: A stream (or any sink of this dispatcher).
-
-        Returns:
-            ``(queued, delivered, dropped)``; received is their sum.
-        """
-        counters = sink.counters
-        delivered = counters.delivered
-        dropped = counters.dropped
-        received = counters.received
-        return received - delivered - dropped, delivered, dropped
-
-    def queue_counts(self, queue: EventQueue) -> tuple[int, int, int]:
-        """Read a queue's counts (no lock; see above).
-
-        Args:
-            queue: A queue of this dispatcher.
-
-        Returns:
-            ``(depth, delivered, dropped)``; received is their sum.
-        """
-        counters = queue.counters
-        delivered = counters.delivered
-        dropped = counters.dropped
-        return len(queue._items), delivered, dropped  # noqa: SLF001
-
-    def total_counts(self) -> tuple[int, int, int, int, int]:
-        """Read the dispatcher's totals (no lock; see above).
-
-        Returns:
-            ``(received, delivered, dropped, callback_errors, slow_callbacks)``;
-            queued is received - delivered - dropped.
-        """
-        totals = self.totals
-        delivered = totals.delivered
-        dropped = totals.dropped
-        return (
-            self.received,
-            delivered,
-            dropped,
-            totals.callback_errors,
-            totals.slow_callbacks,
-        )
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:

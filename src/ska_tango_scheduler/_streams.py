@@ -62,13 +62,8 @@ import tango
 
 from . import _compat
 from ._backoff import BackoffPolicy, BackoffState
-from ._dispatch import (
-    CallbackRegistration,
-    Dispatcher,
-    RateLimitedLogger,
-    report_slow,
-    run_callbacks,
-)
+from ._callbacks import CallbackRegistration, RateLimitedLogger, report_slow, run_callbacks
+from ._dispatch import Dispatcher
 from ._hostprobe import HostProbe
 from ._lanes import ConnectorPool, TimerHandle
 from ._queues import Counters, EventQueue
@@ -554,10 +549,10 @@ class EventStream:
         """First attempt of a new stream, made synchronously on the calling thread.
 
         Private hook for a caller that may hold the device's monitor (see
-        ``CallbackScheduler._register_on_caller_thread``); it runs while the caller
-        holds the device's connector lane, so no other subscription on the proxy runs
-        at the same time. Should the stream have been released meanwhile, closing is
-        handed to the connector.
+        ``on_calling_thread`` of ``CallbackScheduler.register_event_callback``);
+        it runs while the caller holds the device's connector lane, so no other
+        subscription on the proxy runs at the same time. Should the stream have
+        been released meanwhile, closing is handed to the connector.
         """
         self.connect(synchronous=True)
         if self.closed:

@@ -8,6 +8,11 @@ in for them: they have the same member names and the same integer values.
 The module also offers small helpers used by the long running command client and
 the reference device: the set of terminal statuses, and lenient parsers that turn
 the integers or names found on the wire into enum members.
+
+The package root exports :class:`ResultCode` and :class:`TaskStatus`. Second tier,
+importable from this module only: ``ACCEPTED_RESULT_CODES``, ``TERMINAL_STATUSES``,
+``USING_SKA_CONTROL_MODEL``, ``is_terminal``, ``parse_result_code`` and
+``parse_task_status``.
 """
 
 from __future__ import annotations

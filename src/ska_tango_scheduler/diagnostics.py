@@ -3,13 +3,21 @@
 Everything here is plain data. The counts of each row are read at one
 instant, so that they agree with each other: for every stream, every queue
 and the totals, ``received == delivered + dropped + queued``. :meth:`SchedulerDiagnostics.to_dict`
-gives a structure that :func:`json.dumps` accepts as it is.
+gives a structure that :func:`json.dumps` accepts as it is, and
+:func:`snapshot_from_dict` rebuilds the snapshot from it.
+
+The package root exports the snapshot classes and :data:`LATENCY_WINDOW`;
+:func:`snapshot_from_dict`, for tools that read a device's
+``schedulerDiagnostics`` attribute (such as ``ska-tango-scheduler-top``), is
+importable from this module only (a second-tier name).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "LATENCY_WINDOW",
@@ -21,12 +29,15 @@ __all__ = [
     "StreamStatus",
     "Totals",
     "WorkerDiagnostics",
+    "snapshot_from_dict",
 ]
 
 #: Length in seconds of the sliding window over which latencies, callback
 #: durations and worker busy fractions are kept. The window moves in steps of
 #: a tenth of it: a snapshot covers the current second and the nine before it.
 LATENCY_WINDOW = 10.0
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -267,3 +278,54 @@ class SchedulerDiagnostics:
             }
             for b in self.backoff
         }
+
+
+def snapshot_from_dict(data: Mapping[str, Any]) -> SchedulerDiagnostics:
+    """Rebuild a diagnostics snapshot from its ``to_dict()`` form (the attribute's JSON).
+
+    Keys this version does not know are ignored, and keys an older device
+    does not send keep their defaults, so devices running another version of
+    the package can be shown.
+
+    Args:
+        data: The decoded JSON.
+
+    Returns:
+        The snapshot.
+    """
+    return _build(
+        SchedulerDiagnostics,
+        data,
+        {
+            "totals": lambda d: _build(Totals, d, {}),
+            "queues": lambda items: tuple(
+                _build(
+                    QueueDiagnostics,
+                    d,
+                    {"latency": _latency, "streams": tuple},
+                )
+                for d in items
+            ),
+            "streams": lambda items: tuple(
+                _build(StreamDiagnostics, d, {"latency": _latency}) for d in items
+            ),
+            "backoff": lambda items: tuple(_build(BackoffDiagnostics, d, {}) for d in items),
+            "workers": lambda items: tuple(_build(WorkerDiagnostics, d, {}) for d in items),
+        },
+    )
+
+
+def _build(
+    cls: type[_T], data: Mapping[str, Any], nested: Mapping[str, Callable[[Any], Any]]
+) -> _T:
+    """Make a dataclass from a dict, ignoring unknown keys; missing keys keep defaults."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {k: v for k, v in data.items() if k in names}
+    for key, convert in nested.items():
+        if key in kwargs:
+            kwargs[key] = convert(kwargs[key])
+    return cls(**kwargs)
+
+
+def _latency(data: Mapping[str, Any]) -> LatencyStats:
+    return _build(LatencyStats, data, {})

@@ -21,6 +21,15 @@ your own scheduler with ``callback_scheduler=``; otherwise a module-level one is
 created on first use and shut down when the interpreter exits. To stop every
 invocation from subscribing and unsubscribing (which pauses all event callbacks of the
 process), keep the device's LRC streams connected with :func:`connect_lrc_interface`.
+
+The package root exports :func:`invoke_lrc`, :func:`connect_lrc_interface`,
+:func:`disconnect_lrc_interface`, ``LRCSubscriptionsProtocol`` and the errors
+(``CommandError``, ``NoCommonProtocolVersionError``, ``ResultCodeError``). Second
+tier, importable from this module only: ``CHECK_INTERVAL_MAX``,
+``EARLY_EVENT_LIMIT``, ``EVENTS_DROPPED_REASON``, ``INVOKE_FAILED_REASON``,
+``LRC_QUEUE_SIZE``, ``LrcCallback``, ``OUTCOME_LOST_AFTER``, ``OUTCOME_LOST_REASON``,
+``REGISTRATION_TIMEOUT``, ``SUPPORTED_PROTOCOL_VERSIONS``, ``lrc_attribute_names``,
+``module_callback_scheduler`` and ``negotiate_lrc_protocol_version``.
 """
 
 from __future__ import annotations

@@ -64,6 +64,14 @@ defined (see :meth:`SchedulerMixin.__init_subclass__`), so listing that mixin
 directly works too.
 
 Only synchronous (default green mode) device servers are supported.
+
+The package root exports :class:`SchedulerMixin`, :data:`DIAGNOSTIC_ATTRIBUTES`,
+:data:`SAFE_MONITOR_RELEASE` and ``MonitorNotReleasableWarning``. Second tier,
+importable from this module only: ``CONFIGURATION_ERROR_REASON``,
+``MAX_REPORTED_QUEUES``, ``SCHEDULER_PROPERTIES``, ``SchedulerConfigurationError``,
+``changed_values``, ``diagnostic_values`` and the validators ``check_thread_count``,
+``check_scheduler_name``, ``check_slow_callback_duration``,
+``check_diagnostics_period``, ``check_shutdown_timeout`` and ``check_property_texts``.
 """
 
 from __future__ import annotations

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, NewType
+from typing import Any
 
 import tango
 
-from . import _compat, _exit
+# The names marked F401 are no longer used here but were importable from this module
+# before it was split (tests/unit/test_public_api.py): they stay importable.
+from . import _compat, _exit, _registry
 from ._backoff import BackoffPolicy
+from ._callbacks import CallbackRegistration, RateLimitedLogger  # noqa: F401
 from ._checks import (
     MAX_ATTEMPT_TIMEOUT,
     MAX_QUEUE_SIZE,
@@ -25,23 +25,29 @@ from ._checks import (
     check_seconds,
     check_whole_number,
 )
-from ._dispatch import YIELD_INTERVAL, CallbackRegistration, Dispatcher, RateLimitedLogger
-from ._hostprobe import HostProbe
-from ._lanes import ConnectorPool
+from ._dispatch import YIELD_INTERVAL, Dispatcher  # noqa: F401
+from ._hostprobe import HostProbe  # noqa: F401
+from ._lanes import ConnectorPool  # noqa: F401
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
-from ._streams import SLOW_RETRY as _SLOW_RETRY
-from ._streams import EventStream, StreamContext, StreamKey, StreamState
-from ._window import WindowStats, merge
+from ._registry import (
+    CallbackID,
+    SchedulerShutdownError,
+    StreamNotFoundError,
+    UnknownCallbackError,
+)
+from ._snapshot import Snapshots as _Snapshots
+from ._streams import EventStream, StreamContext, StreamKey, StreamState  # noqa: F401
+from ._window import WindowStats, merge  # noqa: F401
 from .diagnostics import (
-    LATENCY_WINDOW,
-    BackoffDiagnostics,
-    LatencyStats,
-    QueueDiagnostics,
+    LATENCY_WINDOW,  # noqa: F401
+    BackoffDiagnostics,  # noqa: F401
+    LatencyStats,  # noqa: F401
+    QueueDiagnostics,  # noqa: F401
     SchedulerDiagnostics,
-    StreamDiagnostics,
+    StreamDiagnostics,  # noqa: F401
     StreamStatus,
-    Totals,
-    WorkerDiagnostics,
+    Totals,  # noqa: F401
+    WorkerDiagnostics,  # noqa: F401
 )
 from .type_hints import DeviceType, EventCallbackType, QueueFactory
 
@@ -53,15 +59,14 @@ __all__ = [
     "UnknownCallbackError",
 ]
 
-#: Identifier of a registered callback, returned (through a future) by
-#: :meth:`CallbackScheduler.register_event_callback`.
-CallbackID = NewType("CallbackID", int)
+# The errors and CallbackID live with the registry that raises and hands them
+# out; they are named after this module, where users import them from.
+for _public in (CallbackID, SchedulerShutdownError, StreamNotFoundError, UnknownCallbackError):
+    _public.__module__ = __name__
+del _public
 
 _scheduler_numbers = itertools.count(1)
-_callback_numbers = itertools.count(1)
 
-# How long PyTango < 10.1 callers wait for their synchronous subscription.
-_SYNC_REGISTER_WAIT = 30.0
 # How long shutdown waits for Tango to take back the subscriptions.
 _UNSUBSCRIBE_WAIT = 5.0
 #: Default bound of one step (host check, proxy call) of a connection attempt.
@@ -70,18 +75,6 @@ DEFAULT_ATTEMPT_TIMEOUT = 3.0
 
 # How long a caller connecting on its own thread waits for the device's connector lane.
 _CALLER_LANE_WAIT = 5.0
-
-
-class SchedulerShutdownError(RuntimeError):
-    """The scheduler was shut down; it accepts no more calls."""
-
-
-class UnknownCallbackError(KeyError):
-    """No callback is registered under this id (never was, or already removed)."""
-
-
-class StreamNotFoundError(KeyError):
-    """No such event stream exists in this scheduler."""
 
 
 class CallbackScheduler:
@@ -153,50 +146,33 @@ class CallbackScheduler:
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         """Create the scheduler and start its threads."""
-        _check_count("thread_count", thread_count, MAX_THREAD_COUNT)
-        _check_count("default_queue_size", default_queue_size, MAX_QUEUE_SIZE)
-        slow_after = _check_duration("slow_callback_duration", slow_callback_duration)
+        check_whole_number("thread_count", thread_count, 1, MAX_THREAD_COUNT)
+        check_whole_number("default_queue_size", default_queue_size, 1, MAX_QUEUE_SIZE)
+        slow_after = (
+            None
+            if slow_callback_duration is None
+            else check_seconds(
+                "slow_callback_duration",
+                slow_callback_duration,
+                MAX_SLOW_CALLBACK_DURATION,
+                allow_zero=False,
+            )
+        )
         if backoff is not None and not isinstance(backoff, BackoffPolicy):
             raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
         if logger is not None and not isinstance(logger, logging.Logger):
             raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        _check_seconds("attempt_timeout", attempt_timeout, MAX_ATTEMPT_TIMEOUT, allow_zero=False)
+        check_seconds("attempt_timeout", attempt_timeout, MAX_ATTEMPT_TIMEOUT, allow_zero=False)
         self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
         self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
-        self._default_queue_size = default_queue_size
-        self._wait_for_subscription = bool(wait_for_subscription)
-        self._lock = threading.Lock()
-        self._dispatcher = Dispatcher(
-            thread_count,
-            self._name,
-            self._logger,
-            thread_context=tango.EnsureOmniThread,
-            slow_after=slow_after,
+        self._ctx = _registry.new_context(
+            self._name, self._logger, thread_count, slow_after, float(attempt_timeout), backoff
         )
-        connector = ConnectorPool(
-            f"{self._name}.connector", self._logger, thread_context=tango.EnsureOmniThread
+        self._dispatcher = self._ctx.dispatcher
+        self._registry = _registry.Registry(
+            self._name, self._ctx, default_queue_size, bool(wait_for_subscription)
         )
-        self._ctx = StreamContext(
-            lock=self._lock,
-            dispatcher=self._dispatcher,
-            connector=connector,
-            probe=HostProbe(
-                timeout=float(attempt_timeout),
-                silent_for=_SLOW_RETRY,
-                thread_context=tango.EnsureOmniThread,
-            ),
-            attempt_timeout=float(attempt_timeout),
-            policy=backoff if backoff is not None else BackoffPolicy(),
-            logger=self._logger,
-            limited=RateLimitedLogger(self._logger),
-            slow_callback_duration=slow_after,
-        )
-        self._streams: dict[StreamKey, EventStream] = {}
-        self._callbacks: dict[int, tuple[EventStream, CallbackRegistration]] = {}
-        self._queue_users: dict[EventQueue, set[EventStream]] = {}
-        self._shut_down = False
-        # Diagnostics fields of window statistics (see _fields).
-        self._fields_cache: dict[int, tuple[WindowStats, dict[str, Any]]] = {}
+        self._snapshots = _Snapshots(self._registry)
         self._dispatcher.start()
         with _live_lock:
             _live_schedulers.add(self)
@@ -221,7 +197,7 @@ class CallbackScheduler:
     @property
     def is_shutdown(self) -> bool:
         """True once :meth:`shutdown` has been called."""
-        return self._shut_down
+        return self._registry.shut_down
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
@@ -245,8 +221,8 @@ class CallbackScheduler:
             TypeError: If ``queue_size`` is not an integer.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        self._check_running()
-        _check_count("queue_size", queue_size, MAX_QUEUE_SIZE)
+        self._registry.check_running()
+        check_whole_number("queue_size", queue_size, 1, MAX_QUEUE_SIZE)
         return self._dispatcher.new_queue(queue_size)
 
     def get_queue(
@@ -269,13 +245,7 @@ class CallbackScheduler:
             StreamNotFoundError: If the stream does not exist.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        key = self._key(device, attr_name, event_type)
-        with self._lock:
-            self._check_running()
-            stream = self._streams.get(key)
-            if stream is None:
-                raise StreamNotFoundError(f"no stream {_describe(key)} in {self._name}")
-            return stream.queue
+        return self._registry.queue_of(self._key(device, attr_name, event_type))
 
     # -- callbacks -----------------------------------------------------------
 
@@ -334,10 +304,11 @@ class CallbackScheduler:
                 type, a malformed TRL, or a queue of another scheduler.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        lane_timeout = _CALLER_LANE_WAIT if on_calling_thread else None
-        return self._register(
-            device, attr_name, event_type, callback, queue_factory, on_calling_thread, lane_timeout
+        function = _as_function(callback)
+        request = self._request(
+            device, attr_name, event_type, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
         )
+        return self._registry.add_callback(request, function)
 
     def _register_on_caller_thread(
         self,
@@ -348,61 +319,15 @@ class CallbackScheduler:
         queue_factory: QueueFactory | None = None,
         lane_timeout: float | None = 5.0,
     ) -> Future[CallbackID]:
-        """Register like :meth:`register_event_callback`, connecting on this thread.
+        """Private: :meth:`register_event_callback`, a new stream connecting on this thread.
 
-        Private, for callers that must make the first subscription themselves:
-        a command of a device that subscribes to that same device holds the
-        device's monitor, which a connector thread would wait for. If the
-        stream is new, its first connection attempt runs on the calling
-        thread while holding the device's connector lane (so subscriptions on
-        one proxy stay serialised); if the lane stays busy for
-        ``lane_timeout`` seconds the attempt is left to a connector thread.
-        Retries and later work run on the connector threads as usual.
-
-        Args:
-            device: As for :meth:`register_event_callback`.
-            attr_name: As for :meth:`register_event_callback`.
-            event_type: As for :meth:`register_event_callback`.
-            callback: As for :meth:`register_event_callback`.
-            queue_factory: As for :meth:`register_event_callback`.
-            lane_timeout: Seconds to wait for the device's lane; None waits.
-
-        Returns:
-            As for :meth:`register_event_callback`.
+        See ``on_calling_thread`` of :meth:`register_event_callback`; ``lane_timeout`` is how long
+        to wait for the device's connector lane (None: as long as it takes)
+        before the attempt is left to a connector thread.
         """
-        return self._register(
-            device, attr_name, event_type, callback, queue_factory, True, lane_timeout
-        )
-
-    def _register(
-        self,
-        device: DeviceType,
-        attr_name: str,
-        event_type: tango.EventType,
-        callback: EventCallbackType,
-        queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> Future[CallbackID]:
         function = _as_function(callback)
-        future: Future[CallbackID] = Future()
-
-        def bind(stream: EventStream, created: bool) -> bool:
-            callback_id = CallbackID(next(_callback_numbers))
-            registration = CallbackRegistration(callback_id, function)
-            if created:
-                stream.registrations = (*stream.registrations, registration)
-            else:  # give it the current value first, through the queue
-                stream.add_late(registration)
-            self._callbacks[callback_id] = (stream, registration)
-            if stream.outcome_known:
-                future.set_result(callback_id)  # no done-callbacks yet: safe under the lock
-                return False
-            stream.waiters.append((future, callback_id))
-            return True
-
-        self._attach(device, attr_name, event_type, queue_factory, bind, on_caller, lane_timeout)
-        return future
+        request = self._request(device, attr_name, event_type, queue_factory, True, lane_timeout)
+        return self._registry.add_callback(request, function)
 
     def unregister_callback(self, callback_id: CallbackID) -> None:
         """Stop calling a callback.
@@ -428,20 +353,7 @@ class CallbackScheduler:
             UnknownCallbackError: If the id is unknown or already unregistered.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        with self._lock:
-            self._check_running()
-            try:
-                entry = self._callbacks.pop(callback_id, None)
-            except TypeError:  # unhashable: certainly not an id of ours
-                entry = None
-            if entry is None:
-                raise UnknownCallbackError(
-                    f"callback id {callback_id!r} is not registered with {self._name}"
-                )
-            stream, registration = entry
-            registration.active = False
-            stream.registrations = tuple(r for r in stream.registrations if r is not registration)
-            self._release_if_unused(stream)
+        registration = self._registry.remove_callback(callback_id)
         if registration.running and not self._on_own_thread():
             registration.wait_until_idle()
 
@@ -479,32 +391,10 @@ class CallbackScheduler:
             ValueError: For malformed arguments.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        lane_timeout = _CALLER_LANE_WAIT if on_calling_thread else None
-        return self._connect(
-            device, attr_name, event_type, queue_factory, on_calling_thread, lane_timeout
+        request = self._request(
+            device, attr_name, event_type, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
         )
-
-    def _connect(
-        self,
-        device: DeviceType,
-        attr_name: str,
-        event_type: tango.EventType,
-        queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> Future[None]:
-        future: Future[None] = Future()
-
-        def bind(stream: EventStream, created: bool) -> bool:
-            stream.pinned = True
-            if stream.outcome_known:
-                future.set_result(None)  # no done-callbacks yet: safe under the lock
-                return False
-            stream.waiters.append((future, None))
-            return True
-
-        self._attach(device, attr_name, event_type, queue_factory, bind, on_caller, lane_timeout)
-        return future
+        return self._registry.pin(request)
 
     def _connect_on_caller_thread(
         self,
@@ -514,21 +404,12 @@ class CallbackScheduler:
         queue_factory: QueueFactory | None = None,
         lane_timeout: float | None = 5.0,
     ) -> Future[None]:
-        """Pin a stream like :meth:`connect_event_stream`, connecting on this thread.
+        """Private: :meth:`connect_event_stream`, a new stream connecting on this thread.
 
-        Private; see :meth:`_register_on_caller_thread`.
-
-        Args:
-            device: As for :meth:`connect_event_stream`.
-            attr_name: As for :meth:`connect_event_stream`.
-            event_type: As for :meth:`connect_event_stream`.
-            queue_factory: As for :meth:`connect_event_stream`.
-            lane_timeout: Seconds to wait for the device's lane; None waits.
-
-        Returns:
-            As for :meth:`connect_event_stream`.
+        See :meth:`_register_on_caller_thread`.
         """
-        return self._connect(device, attr_name, event_type, queue_factory, True, lane_timeout)
+        request = self._request(device, attr_name, event_type, queue_factory, True, lane_timeout)
+        return self._registry.pin(request)
 
     def disconnect_event_stream(
         self, device: DeviceType, attr_name: str, event_type: tango.EventType
@@ -547,16 +428,7 @@ class CallbackScheduler:
             StreamNotFoundError: If the stream is not pinned.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        key = self._key(device, attr_name, event_type)
-        with self._lock:
-            self._check_running()
-            stream = self._streams.get(key)
-            if stream is None or not stream.pinned:
-                raise StreamNotFoundError(
-                    f"stream {_describe(key)} was not connected with connect_event_stream"
-                )
-            stream.pinned = False
-            self._release_if_unused(stream)
+        self._registry.unpin(self._key(device, attr_name, event_type))
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -581,44 +453,18 @@ class CallbackScheduler:
                 than Python can wait (``threading.TIMEOUT_MAX``). A call that
                 raises changes nothing: the scheduler keeps running.
         """
-        _check_seconds("timeout", timeout, MAX_WAIT, allow_zero=True)
-        with self._lock:
-            if self._shut_down:
-                return
-            self._shut_down = True
-            with _live_lock:
-                _live_schedulers.discard(self)
-            streams = list(self._streams.values())
-            self._streams.clear()
-            self._callbacks.clear()
-            for stream in streams:
-                stream.closed = True
-                for registration in stream.registrations:
-                    registration.active = False
+        if timeout is not None:
+            check_seconds("timeout", timeout, MAX_WAIT, allow_zero=True)
+        streams = self._registry.close_all()
+        if streams is None:
+            return
+        with _live_lock:
+            _live_schedulers.discard(self)
         wait = _UNSUBSCRIBE_WAIT if timeout is None else min(timeout, _UNSUBSCRIBE_WAIT)
-        error = SchedulerShutdownError(f"{self._name} was shut down")
-        self._ctx.probe.close()  # interrupt host checks in progress
-        jobs = [(s.key.device, functools.partial(s.close, error)) for s in streams]
-        if not self._ctx.connector.close(jobs, wait):
-            self._logger.warning(
-                "%s: Tango did not take back every subscription within %.1f s", self._name, wait
-            )
-        for stream in streams:
-            stream.resolve_waiters(error)
+        self._registry.disconnect(streams, wait)
         if not self._dispatcher.stop(timeout):
             self._logger.warning("%s: some callbacks were still running at shutdown", self._name)
-        # Drop the events still queued (counted as dropped) and the scheduler's
-        # proxies: nothing of ours may keep a proxy alive (events refer to theirs,
-        # and a queued event and its stream refer to each other) after shutdown.
-        # Released with no lock held, on an omni thread (a proxy's destructor
-        # needs one).
-        with self._lock:
-            proxies, self._ctx.proxies = self._ctx.proxies, {}
-        with tango.EnsureOmniThread():
-            for queue in {stream.queue for stream in streams}:
-                self._dispatcher.discard_queued(queue)
-            proxies.clear()
-            del proxies
+        self._registry.let_go(streams)
 
     def __enter__(self) -> CallbackScheduler:
         """Return the scheduler, to shut it down at the end of a ``with`` block."""
@@ -630,7 +476,7 @@ class CallbackScheduler:
 
     def __repr__(self) -> str:
         """Return a short description."""
-        state = "shut down" if self._shut_down else f"{len(self._streams)} stream(s)"
+        state = "shut down" if self.is_shutdown else f"{len(self._registry.streams)} stream(s)"
         return f"<CallbackScheduler {self._name!r}, {self.thread_count} thread(s), {state}>"
 
     # -- diagnostics ---------------------------------------------------------
@@ -647,111 +493,7 @@ class CallbackScheduler:
         Returns:
             The snapshot; ``to_dict()`` makes it JSON-ready.
         """
-        now_mono = time.monotonic()
-        dispatcher = self._dispatcher
-        # Copy the registry (no lock of Tango's event thread is involved); the
-        # counts are then read row by row, each row at one instant, under the
-        # dispatcher's intake lock, which is held only for a few int reads
-        # (see Dispatcher): building the rows never holds a lock.
-        with self._lock:
-            streams = list(self._streams.values())
-            queue_users = [(q, tuple(users)) for q, users in self._queue_users.items()]
-        stream_rows: list[StreamDiagnostics] = []
-        fields_of: dict[EventStream, dict[str, Any]] = {}
-        last_yield = now_mono
-        for s in streams:
-            if len(stream_rows) % 16 == 15:
-                now = time.monotonic()
-                if now - last_yield > YIELD_INTERVAL:
-                    # Let Tango's event thread have the GIL, as the workers do.
-                    time.sleep(0)
-                    last_yield = now
-            queued, delivered, dropped = dispatcher.sink_counts(s)
-            fields = fields_of[s] = self._fields(s.counters.window.stats(now_mono))
-            stream_rows.append(
-                StreamDiagnostics(
-                    name=s.name,
-                    device=s.key.device.trl,
-                    attribute=s.attribute,
-                    event_type=s.key.event_type.name,
-                    state=s.state.value,
-                    pinned=s.pinned,
-                    callbacks=len(s.registrations),
-                    queue=s.queue.name,
-                    queued=queued,
-                    received=delivered + dropped + queued,
-                    delivered=delivered,
-                    dropped=dropped,
-                    callback_errors=s.counters.callback_errors,
-                    last_error=s.last_error,
-                    slow_callbacks=s.counters.slow_callbacks,
-                    **fields,
-                )
-            )
-        queue_rows: list[QueueDiagnostics] = []
-        for q, users in queue_users:
-            depth, delivered, dropped = dispatcher.queue_counts(q)
-            if len(users) == 1 and users[0] in fields_of:
-                fields = fields_of[users[0]]
-            else:
-                fields = _window_fields(merge([u.counters.window for u in users], now_mono))
-            queue_rows.append(
-                QueueDiagnostics(
-                    name=q.name,
-                    size=q.maxsize,
-                    depth=depth,
-                    received=delivered + dropped + depth,
-                    delivered=delivered,
-                    dropped=dropped,
-                    streams=tuple(sorted(u.name for u in users)),
-                    latency=fields["latency"],
-                    slow_callbacks=q.counters.slow_callbacks,
-                )
-            )
-        backoff_rows = tuple(
-            BackoffDiagnostics(
-                stream=s.name,
-                attempts=s.backoff.attempts,
-                delay=round(s.backoff.delay, 6),
-                next_attempt_in=(
-                    None
-                    if s.backoff.next_attempt_at is None
-                    else round(max(0.0, s.backoff.next_attempt_at - now_mono), 6)
-                ),
-                last_error=s.backoff.last_error or s.last_error,
-                failing_since=s.backoff.failing_since,
-            )
-            for s in streams
-            if s.backoff.active or s.state is StreamState.FAILING
-        )
-        received, delivered, dropped, errors, slow = dispatcher.total_counts()
-        totals = Totals(
-            received=received,
-            delivered=delivered,
-            dropped=dropped,
-            queued=received - delivered - dropped,
-            callback_errors=errors,
-            subscribe_calls=self._ctx.subscribe_calls,
-            unsubscribe_calls=self._ctx.unsubscribe_calls,
-            slow_callbacks=slow,
-            max_latency_ms=max((q.latency.max_ms for q in queue_rows), default=0.0),
-        )
-        workers = tuple(
-            WorkerDiagnostics(name=name, busy_fraction=round(fraction, 4))
-            for name, fraction in self._dispatcher.busy_fractions(now_mono)
-        )
-        return SchedulerDiagnostics(
-            name=self._name,
-            thread_count=self.thread_count,
-            running=not self._shut_down,
-            timestamp=time.time(),
-            totals=totals,
-            queues=tuple(queue_rows),
-            streams=tuple(stream_rows),
-            backoff=backoff_rows,
-            workers=workers,
-            window=LATENCY_WINDOW,
-        )
+        return self._snapshots.take()
 
     def stream_status(
         self,
@@ -780,143 +522,56 @@ class CallbackScheduler:
             ValueError: If ``attr_name`` is not a plain attribute name or the
                 event type is not supported.
         """
-        if self._shut_down:
-            return None
         try:
             key = self._key(device, attr_name, event_type)
         except SchedulerShutdownError:
             return None
-        with self._lock:
-            stream = self._streams.get(key)
-        if stream is None:
-            return None
-        return StreamStatus(
-            name=stream.name, state=stream.state.value, last_error=stream.last_error
-        )
+        return self._registry.status(key)
 
     # -- internals -----------------------------------------------------------
-
-    def _fields(self, stats: WindowStats) -> dict[str, Any]:
-        """Return the diagnostics fields of window statistics, remembered per object.
-
-        A window hands out the same statistics object until its samples change
-        (see ``SampleWindow.stats``), so quiet streams cost a lookup here.
-        """
-        cache = self._fields_cache
-        fields = cache.get(id(stats))
-        if fields is None or fields[0] is not stats:
-            if len(cache) > 4 * len(self._streams) + 64:
-                cache.clear()
-            fields = cache[id(stats)] = (stats, _window_fields(stats))
-        return fields[1]
 
     def _on_own_thread(self) -> bool:
         """Tell whether the caller is a worker or a connector thread of this scheduler."""
         return self._dispatcher.in_worker() or self._ctx.connector.in_pool()
 
-    def _check_running(self) -> None:
-        if self._shut_down:
-            raise SchedulerShutdownError(f"{self._name} was shut down")
-
     def _key(self, device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
-        self._check_running()
-        if not isinstance(attr_name, str):
-            raise TypeError(f"attr_name must be a string, got {attr_name!r}")
-        if not attr_name.strip() or "/" in attr_name:
-            raise ValueError(f"attr_name must be a plain attribute name, got {attr_name!r}")
-        if not isinstance(event_type, tango.EventType):
-            raise TypeError(f"event_type must be a tango.EventType, got {event_type!r}")
-        if event_type not in _compat.SUPPORTED_EVENT_TYPES:
-            supported = ", ".join(sorted(t.name for t in _compat.SUPPORTED_EVENT_TYPES))
-            raise ValueError(
-                f"event type {event_type.name} is not supported; use one of {supported}"
-            )
-        return StreamKey(_compat.key_of(device), attr_name.strip().lower(), event_type)
+        self._registry.check_running()
+        return _stream_key(device, attr_name, event_type)
 
-    def _attach(
+    def _request(
         self,
         device: DeviceType,
         attr_name: str,
         event_type: tango.EventType,
         queue_factory: QueueFactory | None,
-        bind: Callable[[EventStream, bool], bool],
         on_caller: bool = False,
         lane_timeout: float | None = None,
-    ) -> None:
-        """Find or create the stream and run ``bind`` on it under the lock.
+    ) -> _registry.Request:
+        """Check the arguments of a registration or a pin; say where a new stream connects.
 
-        ``bind`` gets the stream and whether it was just created, and returns
-        True when its future waits for the connection outcome; on PyTango <
-        10.1 the caller then waits here for the synchronous subscription, as
-        a direct ``subscribe_event`` would. With ``on_caller`` a new stream's
-        first attempt runs on the calling thread (see
-        :meth:`_register_on_caller_thread`).
+        With ``on_caller``, a new stream's first attempt runs on the calling
+        thread, which waits ``lane_timeout`` seconds at most for the device's lane.
         """
         if queue_factory is not None and not callable(queue_factory):
             raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
         key = self._key(device, attr_name, event_type)
-        with self._lock:
-            self._check_running()
-            stream = self._streams.get(key)
-            if stream is not None:
-                bind(stream, False)
-                return
-        # Create the queue outside the lock: the factory may call get_queue.
-        queue = self._make_queue(queue_factory, key)
-        # A proxy in another green mode returns futures or coroutines: use one of our own.
-        proxy = (
-            device
-            if isinstance(device, tango.DeviceProxy) and _compat.is_synchronous(device)
-            else None
+        return _registry.Request(
+            key, device, attr_name.strip(), queue_factory, on_caller, lane_timeout
         )
-        with self._lock:
-            self._check_running()
-            stream = self._streams.get(key)
-            created = stream is None
-            if stream is None:
-                if proxy is not None:
-                    proxy = self._ctx.proxies.setdefault(key.device, proxy)
-                stream = EventStream(self._ctx, key, attr_name.strip(), queue, proxy)
-                self._streams[key] = stream
-                self._queue_users.setdefault(queue, set()).add(stream)
-            waiting = bind(stream, created)
-            waiter = stream.waiters[-1][0] if waiting else None
-        if created:
-            connector = self._ctx.connector
-            here = stream.connect_on_calling_thread
-            if not (on_caller and connector.run_here(key.device, here, lane_timeout)):
-                stream.submit(stream.connect)
-        if waiter is not None and not _compat.ASYNC_SUBSCRIPTION and self._wait_for_subscription:
-            # A server that is still starting subscribes only once started:
-            # waiting for that here (in its init_device, say) would only stall.
-            if not self._ctx.connector.in_pool() and not _compat.server_starting():
-                concurrent.futures.wait([waiter], timeout=_SYNC_REGISTER_WAIT)
 
-    def _make_queue(self, queue_factory: QueueFactory | None, key: StreamKey) -> EventQueue:
-        if queue_factory is None:
-            name = f"{key.device.attribute_trl(key.attribute)}#{key.event_type.name}"
-            return self._dispatcher.new_queue(self._default_queue_size, name)
-        queue = queue_factory()
-        if not isinstance(queue, EventQueue):
-            raise TypeError(f"queue_factory must return an EventQueue, got {queue!r}")
-        if not self._dispatcher.owns(queue):
-            raise ValueError(f"{queue!r} belongs to another scheduler")
-        return queue
 
-    def _release_if_unused(self, stream: EventStream) -> None:
-        """Close a stream that has neither callbacks nor a pin (lock held)."""
-        if stream.registrations or stream.pinned or stream.closed:
-            return
-        stream.closed = True
-        if self._streams.get(stream.key) is stream:
-            del self._streams[stream.key]
-        users = self._queue_users.get(stream.queue)
-        if users is not None:
-            users.discard(stream)
-            if not users:
-                del self._queue_users[stream.queue]
-                self._dispatcher.forget_queue(stream.queue)
-        stream.submit(stream.close)
+def _stream_key(device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
+    """Check a stream's arguments and return its key."""
+    if not isinstance(attr_name, str):
+        raise TypeError(f"attr_name must be a string, got {attr_name!r}")
+    if not attr_name.strip() or "/" in attr_name:
+        raise ValueError(f"attr_name must be a plain attribute name, got {attr_name!r}")
+    if not isinstance(event_type, tango.EventType):
+        raise TypeError(f"event_type must be a tango.EventType, got {event_type!r}")
+    if event_type not in _compat.SUPPORTED_EVENT_TYPES:
+        supported = ", ".join(sorted(t.name for t in _compat.SUPPORTED_EVENT_TYPES))
+        raise ValueError(f"event type {event_type.name} is not supported; use one of {supported}")
+    return StreamKey(_compat.key_of(device), attr_name.strip().lower(), event_type)
 
 
 def _as_function(callback: object) -> Callable[[Any], None]:
@@ -929,40 +584,6 @@ def _as_function(callback: object) -> Callable[[Any], None]:
     raise TypeError(
         f"callback must be callable or have a push_event(event) method, got {callback!r}"
     )
-
-
-def _check_count(name: str, value: object, maximum: int) -> None:
-    check_whole_number(name, value, 1, maximum)
-
-
-def _window_fields(stats: WindowStats) -> dict[str, Any]:
-    """Turn window statistics (seconds) into the diagnostics fields (milliseconds)."""
-    return {
-        "latency": LatencyStats(
-            last_ms=round(stats.last_wait * 1e3, 4),
-            max_ms=round(stats.max_wait * 1e3, 4),
-            p99_ms=round(stats.p99_wait * 1e3, 4),
-            samples=stats.samples,
-        ),
-        "callback_mean_ms": round(stats.mean_duration * 1e3, 4),
-        "callback_max_ms": round(stats.max_duration * 1e3, 4),
-    }
-
-
-def _check_duration(name: str, value: object) -> float | None:
-    if value is None:
-        return None
-    return check_seconds(name, value, MAX_SLOW_CALLBACK_DURATION, allow_zero=False)
-
-
-def _check_seconds(name: str, value: object, high: float, *, allow_zero: bool) -> None:
-    if value is None and allow_zero:
-        return
-    check_seconds(name, value, high, allow_zero=allow_zero)
-
-
-def _describe(key: StreamKey) -> str:
-    return f"{key.device.attribute_trl(key.attribute)} ({key.event_type.name})"
 
 
 # Strong references: a scheduler that was not shut down keeps running (its

@@ -48,10 +48,6 @@ wait first.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
-from typing import Any, TypeVar
-
 # The names below were importable from this module before it became a face;
 # they stay importable from here.
 from ._checks import ArgumentRangeError as ArgumentRangeError
@@ -71,15 +67,14 @@ from ._view import LiveView as LiveView
 from ._view import queue_rows as queue_rows
 from ._view import queue_table_lines as queue_table_lines
 from ._view import summary_line as summary_line
-from .diagnostics import (
-    BackoffDiagnostics,
-    LatencyStats,
-    QueueDiagnostics,
-    SchedulerDiagnostics,
-    StreamDiagnostics,
-    Totals,
-    WorkerDiagnostics,
-)
+from .diagnostics import BackoffDiagnostics as BackoffDiagnostics
+from .diagnostics import LatencyStats as LatencyStats
+from .diagnostics import QueueDiagnostics as QueueDiagnostics
+from .diagnostics import SchedulerDiagnostics as SchedulerDiagnostics
+from .diagnostics import StreamDiagnostics as StreamDiagnostics
+from .diagnostics import Totals as Totals
+from .diagnostics import WorkerDiagnostics as WorkerDiagnostics
+from .diagnostics import snapshot_from_dict
 from .mixin import CONFIGURATION_ERROR_REASON as CONFIGURATION_ERROR_REASON
 from .scheduler import CallbackScheduler as CallbackScheduler
 
@@ -95,58 +90,3 @@ __all__ = [
     "report_lines",
     "snapshot_from_dict",
 ]
-
-_T = TypeVar("_T")
-
-
-def _build(cls: type[_T], data: Mapping[str, Any], nested: Mapping[str, Any]) -> _T:
-    """Make a dataclass from a dict, ignoring unknown keys; missing keys keep defaults."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for key, convert in nested.items():
-        if key in kwargs:
-            kwargs[key] = convert(kwargs[key])
-    return cls(**kwargs)
-
-
-def _latency(data: Mapping[str, Any]) -> LatencyStats:
-    return _build(LatencyStats, data, {})
-
-
-def snapshot_from_dict(data: Mapping[str, Any]) -> SchedulerDiagnostics:
-    """Rebuild a diagnostics snapshot from its ``to_dict()`` form (the attribute's JSON).
-
-    Keys this version does not know are ignored, and keys an older device
-    does not send keep their defaults, so devices running another version of
-    the package can be shown.
-
-    Args:
-        data: The decoded JSON.
-
-    Returns:
-        The snapshot.
-    """
-    return _build(
-        SchedulerDiagnostics,
-        data,
-        {
-            "totals": lambda d: _build(Totals, d, {}),
-            "queues": lambda items: tuple(
-                _build(
-                    QueueDiagnostics,
-                    d,
-                    {"latency": _latency, "streams": tuple},
-                )
-                for d in items
-            ),
-            "streams": lambda items: tuple(
-                _build(StreamDiagnostics, d, {"latency": _latency}) for d in items
-            ),
-            "backoff": lambda items: tuple(_build(BackoffDiagnostics, d, {}) for d in items),
-            "workers": lambda items: tuple(_build(WorkerDiagnostics, d, {}) for d in items),
-        },
-    )
-
-
-if __name__ == "__main__":
-    run()

@@ -1,4 +1,9 @@
-"""Type aliases for code that uses the scheduler."""
+"""Type aliases for code that uses the scheduler.
+
+Second tier: the package root exports this module, not its names
+(``DeviceType``, ``EventCallbackType``, ``EventDataType``, ``PushEventCallback``,
+``QueueFactory``); import them from here.
+"""
 
 from __future__ import annotations
 

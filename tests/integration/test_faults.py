@@ -635,7 +635,7 @@ def test_missed_events_do_not_make_a_connected_stream_failing(event_source: Any)
             timeout=30,
             message="the stream to connect",
         )
-        (stream,) = sched._streams.values()  # noqa: SLF001 - inject Tango's notice
+        (stream,) = sched._registry.streams.values()  # noqa: SLF001 - inject Tango's notice
         cases = (("API_MissedEvents", "connected"), ("API_EventTimeout", "failing"))
         for reason, expected in cases:
             error = tango.DevError()

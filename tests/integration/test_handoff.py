@@ -180,8 +180,9 @@ def _add_quiet_streams(sched: CallbackScheduler, count: int) -> None:
     for i in range(count):
         key = StreamKey(DeviceKey("localhost", 1, f"test/quiet/{i}"), "a", CHANGE)
         stream = EventStream(ctx, key, "a", ctx.dispatcher.new_queue(32), None)
-        with sched._lock:  # noqa: SLF001
-            sched._streams[key] = stream  # noqa: SLF001
-            sched._queue_users[stream.queue] = {stream}  # noqa: SLF001
+        registry = sched._registry  # noqa: SLF001
+        with registry.lock:
+            registry.streams[key] = stream
+            registry.queue_users[stream.queue] = {stream}
         for n in range(20):
             ctx.dispatcher.put(stream.queue, stream, n)

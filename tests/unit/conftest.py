@@ -9,12 +9,8 @@ from typing import Any
 
 import pytest
 
-from ska_tango_scheduler._dispatch import (
-    CallbackRegistration,
-    Dispatcher,
-    RateLimitedLogger,
-    run_callbacks,
-)
+from ska_tango_scheduler._callbacks import CallbackRegistration, RateLimitedLogger, run_callbacks
+from ska_tango_scheduler._dispatch import Dispatcher
 from ska_tango_scheduler._queues import Counters
 from ska_tango_scheduler.testing import wait_for
 

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from tango import EventType
 
 from ska_tango_scheduler import CallbackScheduler, _dispatch
-from ska_tango_scheduler._dispatch import CallbackRegistration, Dispatcher, RateLimitedLogger
+from ska_tango_scheduler._callbacks import CallbackRegistration, RateLimitedLogger
+from ska_tango_scheduler._dispatch import Dispatcher
 from ska_tango_scheduler._streams import EventStream, StreamKey
 from ska_tango_scheduler._trl import DeviceKey
 
@@ -466,9 +467,10 @@ def test_no_garbage_collection_starts_under_the_intake_lock(monkeypatch, limited
         key = StreamKey(DeviceKey("localhost", 10000, f"test/gc/{i}"), "a", EventType.CHANGE_EVENT)
         stream = EventStream(scheduler._ctx, key, "a", dispatcher.new_queue(size), None)  # noqa: SLF001
         stream.registrations = (CallbackRegistration(i, callback),)
-        with scheduler._lock:  # noqa: SLF001 - a stream without Tango, for diagnostics()
-            scheduler._streams[key] = stream  # noqa: SLF001
-            scheduler._queue_users[stream.queue] = {stream}  # noqa: SLF001
+        registry = scheduler._registry  # noqa: SLF001 - a stream without Tango, for diagnostics()
+        with registry.lock:
+            registry.streams[key] = stream
+            registry.queue_users[stream.queue] = {stream}
         streams.append(stream)
     stop = threading.Event()
     parked_seen = [0]

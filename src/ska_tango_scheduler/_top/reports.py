@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._view import queue_rows, queue_table_lines, summary_line
-from ..diagnostics import SchedulerDiagnostics
+from ..diagnostics import SchedulerDiagnostics, snapshot_from_dict
 from ..mixin import CONFIGURATION_ERROR_REASON
 
 __all__ = [
@@ -55,9 +55,6 @@ class DeviceReport:
     @property
     def snapshot(self) -> SchedulerDiagnostics | None:
         """The snapshot, or None."""
-        # The face (top.py) holds snapshot_from_dict and imports this module.
-        from ..top import snapshot_from_dict
-
         return None if self.data is None else snapshot_from_dict(self.data)
 
 

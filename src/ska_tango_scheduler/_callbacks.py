@@ -1,0 +1,220 @@
+"""Running a stream's callbacks: registrations, isolation, slow-callback reports.
+
+Part of the pure core: no :mod:`tango` import. A worker of the dispatcher
+(:mod:`._dispatch`) hands each event to its sink; a stream's sink calls
+:func:`run_callbacks` with the stream's registrations. Every callback runs
+in isolation: whatever it raises is counted and logged, rate-limited by a
+:class:`RateLimitedLogger`, and the following callbacks still get the event.
+Nothing here runs under a lock of the scheduler.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ._queues import Counters
+
+__all__ = [
+    "CallbackRegistration",
+    "RateLimitedLogger",
+    "report_slow",
+    "run_callbacks",
+]
+
+_clock = time.monotonic
+_get_ident = threading.get_ident
+
+
+class RateLimitedLogger:
+    """Log a recurring problem at most once per interval per key.
+
+    Occurrences in between are counted and reported with the next message, so
+    a flooding failure cannot flood the log while nothing is hidden.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        """Create the limiter.
+
+        Args:
+            logger: Where messages go.
+            interval: Minimum seconds between two messages of one key.
+        """
+        self._logger = logger
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._last: dict[object, float] = {}
+        self._suppressed: dict[object, int] = {}
+
+    def log(
+        self,
+        level: int,
+        key: object,
+        msg: str,
+        *args: object,
+        exc_info: bool = False,
+    ) -> None:
+        """Log ``msg % args`` unless ``key`` was logged less than an interval ago.
+
+        Args:
+            level: Logging level.
+            key: Identity of the recurring problem.
+            msg: Message format.
+            args: Message arguments.
+            exc_info: Whether to add the current exception's traceback.
+        """
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._interval:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            msg += " (%d similar message(s) suppressed)"
+            args = (*args, suppressed)
+        self._logger.log(level, msg, *args, exc_info=exc_info)
+
+    def forget(self, key: object) -> None:
+        """Drop what is remembered about ``key``.
+
+        Args:
+            key: Identity of the problem.
+        """
+        with self._lock:
+            self._last.pop(key, None)
+            self._suppressed.pop(key, None)
+
+
+@dataclass(eq=False)
+class CallbackRegistration:
+    """One callback of a stream.
+
+    Attributes:
+        callback_id: The identifier handed to the user.
+        callback: The user's callable.
+        active: Cleared when the callback is unregistered; a cleared
+            registration is never called again.
+        running: Identifier of the thread that is about to call the
+            callback or is calling it, 0 when none. Set before ``active``
+            is read, so that whoever clears ``active`` and then finds
+            ``running`` at 0 knows no call can start any more (see
+            :meth:`wait_until_idle`).
+    """
+
+    callback_id: int
+    callback: Callable[[Any], None]
+    active: bool = True
+    running: int = 0
+
+    def wait_until_idle(self, poll: float = 0.0002) -> None:
+        """Wait until no thread other than this one is in (or entering) the callback.
+
+        Call after clearing :attr:`active`: from then on no call starts, and
+        this returns once a call that had already started has returned.
+
+        Args:
+            poll: Seconds between two looks.
+        """
+        me = _get_ident()
+        delay = poll
+        while True:
+            running = self.running
+            if not running or running == me:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.005)
+
+
+def run_callbacks(
+    registrations: Iterable[CallbackRegistration],
+    payload: Any,
+    counters: Counters,
+    errors: RateLimitedLogger,
+    label: str,
+    slow_after: float | None = None,
+) -> int:
+    """Call every active registration with ``payload``, in order.
+
+    An exception raised by a callback, of any kind (``SystemExit`` and
+    ``KeyboardInterrupt`` included: on a worker thread they would only end
+    that worker, never the process), is counted and logged (rate-limited)
+    and does not keep the event from the following callbacks.
+
+    Args:
+        registrations: The callbacks, in registration order.
+        payload: The event.
+        counters: Where callback errors and slow callbacks are counted.
+        errors: Rate-limited logger for callback errors and slow callbacks.
+        label: Name of the stream, for the log.
+        slow_after: A callback that runs longer than this many seconds is
+            counted in ``counters.slow_callbacks`` and logged at WARNING;
+            None: not timed.
+
+    Returns:
+        The number of callbacks that raised.
+    """
+    failures = 0
+    me = _get_ident()
+    started = _clock() if slow_after is not None else 0.0
+    for registration in registrations:
+        # Mark the call before looking at ``active``: see CallbackRegistration.
+        registration.running = me
+        try:
+            if not registration.active:
+                continue
+            registration.callback(payload)
+        except BaseException:  # noqa: BLE001 - isolation is the point
+            counters.callback_errors += 1
+            failures += 1
+            errors.log(
+                logging.ERROR,
+                ("callback", registration.callback_id),
+                "Callback %r of %s raised",
+                registration.callback,
+                label,
+                exc_info=True,
+            )
+        finally:
+            registration.running = 0
+        if slow_after is not None:
+            ended = _clock()
+            if ended - started > slow_after:
+                report_slow(registration, ended - started, slow_after, counters, errors, label)
+            started = ended
+    return failures
+
+
+def report_slow(
+    registration: CallbackRegistration,
+    took: float,
+    slow_after: float,
+    counters: Counters,
+    errors: RateLimitedLogger,
+    label: str,
+) -> None:
+    """Count a slow callback and log it (rate-limited per callback).
+
+    Args:
+        registration: The callback.
+        took: Seconds it ran.
+        slow_after: The threshold it exceeded.
+        counters: Where it is counted (``slow_callbacks``).
+        errors: The rate-limited logger.
+        label: Name of the stream.
+    """
+    counters.slow_callbacks += 1
+    errors.log(
+        logging.WARNING,
+        ("slow", registration.callback_id),
+        "Slow callback: %r of %s took %.3f s (slow_callback_duration is %g s)",
+        registration.callback,
+        label,
+        took,
+        slow_after,
+    )
