@@ -31,11 +31,12 @@ import tango
 from . import _compat
 from ._backoff import BackoffPolicy
 from ._callbacks import CallbackRegistration, RateLimitedLogger
+from ._devices import StreamContext
 from ._dispatch import Dispatcher
 from ._hostprobe import HostProbe
 from ._lanes import ConnectorPool
 from ._queues import EventQueue
-from ._streams import SLOW_RETRY, EventStream, StreamContext, StreamKey
+from ._streams import SLOW_RETRY, EventStream, StreamKey
 from .diagnostics import StreamStatus
 from .type_hints import DeviceType, QueueFactory
 

@@ -15,7 +15,6 @@ import tango
 # before it was split (tests/unit/test_public_api.py): they stay importable.
 from . import _compat, _exit, _registry
 from ._backoff import BackoffPolicy
-from ._callbacks import CallbackRegistration, RateLimitedLogger  # noqa: F401
 from ._checks import (
     MAX_ATTEMPT_TIMEOUT,
     MAX_QUEUE_SIZE,
@@ -26,8 +25,6 @@ from ._checks import (
     check_whole_number,
 )
 from ._dispatch import YIELD_INTERVAL, Dispatcher  # noqa: F401
-from ._hostprobe import HostProbe  # noqa: F401
-from ._lanes import ConnectorPool  # noqa: F401
 from ._queues import DEFAULT_QUEUE_SIZE, EventQueue
 from ._registry import (
     CallbackID,
@@ -36,8 +33,7 @@ from ._registry import (
     UnknownCallbackError,
 )
 from ._snapshot import Snapshots as _Snapshots
-from ._streams import EventStream, StreamContext, StreamKey, StreamState  # noqa: F401
-from ._window import WindowStats, merge  # noqa: F401
+from ._streams import StreamKey, StreamState  # noqa: F401
 from .diagnostics import (
     LATENCY_WINDOW,  # noqa: F401
     BackoffDiagnostics,  # noqa: F401

@@ -193,7 +193,7 @@ def _error(reason: str, desc: str) -> object:
 
 
 def test_timeouts_inside_tango_are_recognised() -> None:
-    from ska_tango_scheduler._streams import timed_out_in_tango
+    from ska_tango_scheduler._devices import timed_out_in_tango
 
     corba = "TRANSIENT CORBA system exception: TRANSIENT_CallTimedout"
     assert timed_out_in_tango((_error("API_CorbaException", corba),))
