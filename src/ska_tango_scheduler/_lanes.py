@@ -18,8 +18,9 @@ each call site):
   :class:`queue.SimpleQueue`, whose ``put`` never waits. Tango's event thread
   (and a finaliser run by the garbage collector on any thread) can call them
   at any moment.
-- One *control thread* per service alone owns the lane table, the timer heap
-  and the list of idle connector threads (actor style). It reads its inbox,
+- One *control thread* per service (its private ``_Control`` actor, which
+  also runs the connector threads' bodies) alone owns the lane table, the
+  timer heap and the list of idle connector threads. It reads its inbox,
   hands each runnable lane's next job to an idle connector thread (through
   that thread's own ``SimpleQueue``) and starts threads when needed. It holds
   no lock while doing so, so a collection that frees a ``DeviceProxy`` there,
@@ -109,7 +110,8 @@ class LaneService:
     """Run jobs one at a time per lane, lanes in parallel on a few threads.
 
     See the module's description for why no call can make Tango's event
-    thread wait.
+    thread wait. This thread-safe face holds no lock and no lane table: it
+    only writes flags and puts messages into the inbox of its :class:`_Control`.
 
     Args:
         name: Prefix of the threads' names.
@@ -126,43 +128,22 @@ class LaneService:
         max_threads: int = DEFAULT_MAX_THREADS,
     ) -> None:
         """Create the service and start its control thread."""
-        self._name = name
-        self._logger = logger
-        self._thread_context = thread_context
-        self._max_threads = max(1, max_threads)
-        self._inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self._local = threading.local()
-        # Set (plain writes) by close/abandon, so that later submits are refused
-        # at once; the control thread learns it from its inbox.
-        self._closing = False
+        self._core = _Control(name, logger, thread_context, max(1, max_threads))
+        # Set (plain write) by abandon, so that a later close runs its final jobs here.
         self._abandoned = False
-        # Replaced, never mutated: readable from any thread without a lock.
-        self._threads: tuple[threading.Thread, ...] = ()
-        # Owned by the control thread alone.
-        self._lanes: dict[Hashable, _Lane] = {}
-        self._ready: deque[Hashable] = deque()
-        self._timers: list[tuple[float, int, TimerHandle, Hashable, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._idle: list[_Box] = []
-        self._boxes: list[_Box] = []
-        self._numbers = itertools.count()
-        self._closed = False
-        self._ended = False  # the control thread has read its inbox for the last time
         _live_services.add(self)
-        self._control = start_thread(
-            f"{name}.control", self._run_control, daemon=_DAEMON, context=thread_context
-        )
+        self._control = self._core.start(self)
 
     # -- introspection --------------------------------------------------------
 
     @property
     def threads(self) -> tuple[threading.Thread, ...]:
         """The service's threads started so far (connectors and control thread)."""
-        return (*self._threads, self._control)
+        return (*self._core.connectors, self._control)
 
     def in_pool(self) -> bool:
         """Tell whether the caller runs a job of this service (or holds a lane)."""
-        return bool(getattr(self._local, "lanes", None))
+        return bool(getattr(self._core.local, "lanes", None))
 
     # -- submitting (lock-free: safe from Tango's event thread and finalisers) --
 
@@ -176,14 +157,7 @@ class LaneService:
         Returns:
             A handle to cancel it (already cancelled if the service is closed).
         """
-        handle = TimerHandle()
-        if self._closing:
-            handle.cancelled = True
-        else:
-            self._inbox.put((_SUBMIT, lane, handle, job))
-            if self._ended:  # too late for the control thread to see it
-                handle.cancelled = True
-        return handle
+        return self._post(_SUBMIT, lane, job)
 
     def call_later(self, delay: float, lane: Hashable, job: Callable[[], None]) -> TimerHandle:
         """Run ``job`` in ``lane`` after ``delay`` seconds.
@@ -198,12 +172,15 @@ class LaneService:
         """
         if delay <= 0:
             return self.submit(lane, job)
+        return self._post(_TIMER, lane, job, time.monotonic() + delay)
+
+    def _post(self, kind: int, lane: Hashable, job: Callable[[], None], *due: float) -> TimerHandle:
         handle = TimerHandle()
-        if self._closing:
+        if self._core.closing:
             handle.cancelled = True
         else:
-            self._inbox.put((_TIMER, lane, handle, job, time.monotonic() + delay))
-            if self._ended:
+            self._core.inbox.put((kind, lane, handle, job, *due))
+            if self._core.ended:  # too late for the control thread to see it
                 handle.cancelled = True
         return handle
 
@@ -219,9 +196,9 @@ class LaneService:
         Args:
             job: The callable.
         """
-        self._inbox.put((_NOTIFY, job))
-        if self._ended:
-            self._refuse_inbox()
+        self._core.inbox.put((_NOTIFY, job))
+        if self._core.ended:
+            self._core.refuse_inbox()
 
     def run_here(self, lane: Hashable, job: Callable[[], None], timeout: float | None) -> bool:
         """Run ``job`` on the calling thread, holding ``lane`` meanwhile.
@@ -241,29 +218,30 @@ class LaneService:
         Returns:
             True if the job ran, False if the lane stayed busy or the service closed.
         """
-        held: list[Hashable] | None = getattr(self._local, "lanes", None)
+        core = self._core
+        held: list[Hashable] | None = getattr(core.local, "lanes", None)
         if held and lane in held:
             job()
             return True
-        if self._closing:
+        if core.closing:
             return False
         grant = _Grant()
-        self._inbox.put((_ACQUIRE, lane, grant))
-        if self._ended:
-            self._refuse_inbox()
+        core.inbox.put((_ACQUIRE, lane, grant))
+        if core.ended:
+            core.refuse_inbox()
         try:
             granted = grant.reply.get(timeout=timeout)
         except queue.Empty:
             grant.withdrawn = True
-            self._inbox.put((_WITHDRAW, lane, grant))  # hands back a late grant
+            core.inbox.put((_WITHDRAW, lane, grant))  # hands back a late grant
             return False
         if not granted:
             return False
         try:
-            with self._holding(lane):
+            with core.holding(lane):
                 job()
         finally:
-            self._inbox.put((_DONE, lane, grant))
+            core.inbox.put((_DONE, lane, grant))
         return True
 
     # -- closing ----------------------------------------------------------------
@@ -289,15 +267,15 @@ class LaneService:
             called from a thread of the service, it does not wait and
             returns True: the threads end once the jobs have run).
         """
-        self._closing = True
+        self._core.closing = True
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._abandoned:
             if not self._join(deadline):
                 return False
             for _, job in final_jobs:
-                self._run_one(job)
+                self._core.run_one(job)
             return True
-        self._inbox.put((_CLOSE, list(final_jobs)))
+        self._core.inbox.put((_CLOSE, list(final_jobs)))
         if threading.current_thread() in self.threads:
             return True
         return self._join(deadline)
@@ -309,8 +287,8 @@ class LaneService:
         jobs on the calling thread.
         """
         self._abandoned = True
-        self._closing = True
-        self._inbox.put((_ABANDON,))
+        self._core.closing = True
+        self._core.inbox.put((_ABANDON,))
 
     def _join(self, deadline: float | None) -> bool:
         current = threading.current_thread()
@@ -323,13 +301,63 @@ class LaneService:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self.threads if t is not current)
 
+
+class _Control:
+    """The actor behind a :class:`LaneService`: its control and connector threads.
+
+    The control thread alone touches the lane table, the timer heap and the
+    idle connector boxes. Other threads touch only: :attr:`inbox` (``put``),
+    :attr:`closing` (plain writes), :attr:`ended` and :attr:`connectors`
+    (read; written by the control thread, the tuple replaced, never mutated),
+    :attr:`local` (each thread its own lanes), :meth:`refuse_inbox` and
+    :meth:`run_one`, none of which takes a lock.
+    """
+
+    def __init__(
+        self, name: str, logger: logging.Logger, thread_context: ThreadContext, max_threads: int
+    ) -> None:
+        self._name = name
+        self._logger = logger
+        self._thread_context = thread_context
+        self._max_threads = max_threads
+        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.local = threading.local()
+        # Set (plain writes) by close/abandon, so that later submits are refused
+        # at once; the control thread learns it from its inbox.
+        self.closing = False
+        self.ended = False  # the control thread has read its inbox for the last time
+        # Replaced, never mutated: readable from any thread without a lock.
+        self.connectors: tuple[threading.Thread, ...] = ()
+        # Owned by the control thread alone.
+        self._lanes: dict[Hashable, _Lane] = {}
+        self._ready: deque[Hashable] = deque()
+        self._timers: list[tuple[float, int, TimerHandle, Hashable, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._idle: list[_Box] = []
+        self._boxes: list[_Box] = []
+        self._numbers = itertools.count()
+        self._closed = False
+        self._closing_seen = False  # the control thread has seen close() or abandon()
+
+    def start(self, owner: LaneService) -> threading.Thread:
+        """Start the control thread (from the service's constructor).
+
+        The service is kept, so that while a thread of it runs, it stays in
+        ``_live_services`` (closed at exit) even if nobody else refers to it.
+        """
+        self._owner = owner
+        return start_thread(
+            f"{self._name}.control", self._run, daemon=_DAEMON, context=self._thread_context
+        )
+
     # -- the caller's lanes (thread-local, no lock) ------------------------------
 
     @contextlib.contextmanager
-    def _holding(self, lane: Hashable) -> Iterator[None]:
-        lanes: list[Hashable] | None = getattr(self._local, "lanes", None)
+    def holding(self, lane: Hashable) -> Iterator[None]:
+        """Mark ``lane`` as held by the calling thread meanwhile."""
+        lanes: list[Hashable] | None = getattr(self.local, "lanes", None)
         if lanes is None:
-            lanes = self._local.lanes = []
+            lanes = self.local.lanes = []
         lanes.append(lane)
         try:
             yield
@@ -338,14 +366,14 @@ class LaneService:
 
     # -- the control thread -------------------------------------------------------
 
-    def _run_control(self) -> None:
+    def _run(self) -> None:
         try:
             while not self._closed:
                 wait = None
                 if self._timers:
                     wait = max(0.0, self._timers[0][0] - time.monotonic())
                 try:
-                    message = self._inbox.get(timeout=wait)
+                    message = self.inbox.get(timeout=wait)
                 except queue.Empty:
                     message = None
                 if message is not None:
@@ -358,12 +386,12 @@ class LaneService:
             self._logger.exception("%s: the control thread failed", self._name)
             raise
         finally:
-            self._closing = True
+            self.closing = True
             for box in self._boxes:
                 box.put(None)
-            self._refuse_inbox()
-            self._ended = True
-            self._refuse_inbox()  # what came in meanwhile (see submit, notify, run_here)
+            self.refuse_inbox()
+            self.ended = True
+            self.refuse_inbox()  # what came in meanwhile (see submit, notify, run_here)
 
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -412,8 +440,6 @@ class LaneService:
                 state.items.clear()  # released here, with no lock held
             self._deny_grants()
             self._prune()
-
-    _closing_seen = False  # the control thread has seen close() or abandon()
 
     def _drop_timers(self) -> None:
         for item in self._timers:
@@ -511,25 +537,25 @@ class LaneService:
             context=self._thread_context,
         )
         self._boxes.append(box)
-        self._threads = (*self._threads, thread)
+        self.connectors = (*self.connectors, thread)
         return box
 
     def _start_notify(self, job: Callable[[], None]) -> None:
         try:
-            start_thread(f"{self._name}.futures", lambda: self._run_one(job), daemon=True)
+            start_thread(f"{self._name}.futures", lambda: self.run_one(job), daemon=True)
         except RuntimeError:  # no thread to be had (interpreter exit): run it here
-            self._run_one(job)
+            self.run_one(job)
 
     def _finish_if_drained(self) -> None:
         if not self._closing_seen or self._lanes:
             return
         self._closed = True
 
-    def _refuse_inbox(self) -> None:
-        # Whatever came in after closing: cancel it and free grants and notifications.
+    def refuse_inbox(self) -> None:
+        """Cancel whatever came in after closing; free grants, run notifications."""
         while True:
             try:
-                message = self._inbox.get_nowait()
+                message = self.inbox.get_nowait()
             except queue.Empty:
                 return
             kind = message[0]
@@ -538,7 +564,7 @@ class LaneService:
             elif kind in (_SUBMIT, _TIMER):
                 message[2].cancelled = True
             elif kind == _NOTIFY:
-                self._run_one(message[1])
+                self.run_one(message[1])
             del message
 
     # -- connector threads ----------------------------------------------------------
@@ -552,15 +578,16 @@ class LaneService:
             del item
             try:
                 if not handle.cancelled:
-                    with self._holding(lane):
-                        self._run_one(job)
+                    with self.holding(lane):
+                        self.run_one(job)
             finally:
                 # Released before reporting back: whatever it holds (events,
                 # proxies) is freed on this thread, with no lock held.
                 del handle, job
-                self._inbox.put((_DONE, lane, box))
+                self.inbox.put((_DONE, lane, box))
 
-    def _run_one(self, job: Callable[[], None]) -> None:
+    def run_one(self, job: Callable[[], None]) -> None:
+        """Run ``job``, logging its exception."""
         try:
             job()
         except Exception:  # noqa: BLE001 - keep the thread alive
