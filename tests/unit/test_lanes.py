@@ -235,6 +235,7 @@ class _TrackingLock:
         self._lock = threading.RLock() if reentrant else _RealLock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        _held.taken = getattr(_held, "taken", 0) + 1
         got = self._lock.acquire(blocking, timeout)
         if got:
             _held.count = getattr(_held, "count", 0) + 1
@@ -270,11 +271,20 @@ def churn_under_gc(module: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[int, l
 
     Returns:
         How many collections started, and the names of the threads that started
-        one while holding a lock of the service.
+        one while holding a lock of the service (or the calls of the service
+        that took one of its locks at all: submit, call_later and cancel must
+        take none, whatever they allocate).
     """
     monkeypatch.setattr(module, "threading", _tracking_threading())
     flagged: list[str] = []
     starts = [0]
+
+    def lock_free(name: str, call: Callable[..., Any], *args: Any) -> Any:
+        before = getattr(_held, "taken", 0)
+        result = call(*args)
+        if getattr(_held, "taken", 0) != before:
+            flagged.append(f"{name} took a lock")
+        return result
 
     def hook(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
@@ -285,9 +295,10 @@ def churn_under_gc(module: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[int, l
     def churn(pool: Any, me: int) -> None:
         for i in range(60):
             lane = f"lane-{me}-{i % 5}"
-            pool.submit(lane, lambda: [object()])
-            pool.call_later(0.001 * (i % 3), lane, lambda: [object()]).cancel()
-            pool.call_later(0.002, lane, lambda: [object()])
+            lock_free("submit", pool.submit, lane, lambda: [object()])
+            handle = lock_free("call_later", pool.call_later, 0.001 * (i % 3), lane, lambda: None)
+            lock_free("cancel", handle.cancel)
+            lock_free("call_later", pool.call_later, 0.002, lane, lambda: [object()])
             if i % 10 == 0:
                 pool.run_here(lane, lambda: [object()], timeout=5)
 
