@@ -311,10 +311,12 @@ class HostProbe:
                     self._start(selector, check)
                     active.append(check)
                 if closed:
+                    # No check starts after close(): fail those left and end.
                     for check in active:
                         self._finish(selector, check, SHUTTING_DOWN, silent=False)
-                    active = []
-                    continue
+                    with self._lock:
+                        self._running = False
+                    return
                 now = time.monotonic()
                 for check in [c for c in active if c.sock is None or c.deadline <= now]:
                     if check.sock is not None:

@@ -202,3 +202,17 @@ def test_timeouts_inside_tango_are_recognised() -> None:
     )
     assert not timed_out_in_tango((_error("API_CantConnectToDatabase", "Connection refused"),))
     assert not timed_out_in_tango((_error("API_EventTimeout", "Event channel is not responding"),))
+
+
+def test_the_probe_thread_ends_when_closed_during_a_check() -> None:
+    """A probe closed while a check is in progress lets its thread go (it used to spin forever)."""
+    with SilentHost() as host:
+        probe = HostProbe(timeout=60)
+        outcomes: list[str | None] = []
+        probe.ask("127.0.0.1", host.port, "a/b/c", outcomes.append)
+        wait_for(lambda: host.connections, timeout=30, message="the silent host to be asked")
+        (thread,) = [t for t in threading.enumerate() if t.name == "ska-tango-scheduler.hostprobe"]
+        probe.close()
+        wait_for(lambda: outcomes == [SHUTTING_DOWN], timeout=30, message="the check to fail")
+        thread.join(30)
+        assert not thread.is_alive(), "the probe thread still runs after close()"
