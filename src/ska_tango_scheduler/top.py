@@ -90,3 +90,7 @@ __all__ = [
     "report_lines",
     "snapshot_from_dict",
 ]
+
+
+if __name__ == "__main__":
+    run()
