@@ -15,13 +15,14 @@ a backlog. While the ring is empty a worker keeps serving its queue without
 touching the ring: one short critical section per event.
 
 The Tango event thread's share of an event (:meth:`Dispatcher.put`) is one
-clock read, one lock, one append and one counter; everything else (counts
-per stream and queue, statistics, drop reports) is done by the workers or
-at snapshot time.
+clock read, the intake lock held across a few plain field updates (an
+append and a few counters), and at most the release of one parked worker's
+own lock after it; everything else (statistics, drop reports) is done by the
+workers or at snapshot time.
 
 Wake-ups: a worker that finds no work sleeps :data:`LINGER` once before it
-waits on the condition, and :meth:`Dispatcher.put` signals the condition only
-when a worker waits there and none lingers. During a burst the Tango event
+parks on a lock of its own, and :meth:`Dispatcher.put` wakes a parked worker
+only when none lingers. During a burst the Tango event
 thread then rarely pays for waking a thread (measured by the benchmarks: the
 wake-up per event cost more than the delivery of a no-op callback).
 
