@@ -13,3 +13,22 @@ same server, so each side gets a fresh event system and its own resident
 memory figure. This package is a tool: nothing in ``ska_tango_scheduler``
 imports it.
 """
+
+from pathlib import Path
+
+
+def package_origin(package_dir: Path) -> str:
+    """Say which package a side ran, without a machine path.
+
+    Args:
+        package_dir: The folder of the ``ska_tango_scheduler`` that ran.
+
+    Returns:
+        Its path relative to this repository (``src/ska_tango_scheduler``),
+        or ``"baseline"`` for a package outside it (``--baseline``).
+    """
+    here = Path(__file__).resolve().parent.parent
+    try:
+        return str(package_dir.resolve().relative_to(here))
+    except ValueError:
+        return "baseline"

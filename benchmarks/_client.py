@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from benchmarks import package_origin
+
 
 def main(argv: list[str]) -> int:
     """Run one client.
@@ -29,7 +31,7 @@ def main(argv: list[str]) -> int:
     result = module.client(side, params)
     import ska_tango_scheduler
 
-    result["package"] = str(Path(ska_tango_scheduler.__file__).parent)
+    result["package"] = package_origin(Path(ska_tango_scheduler.__file__).parent)
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     tmp = Path(out_path + ".tmp")
     tmp.write_text(json.dumps(result), encoding="utf-8")

@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks import package_origin
+
 from ._common import BenchResult, Row, percentiles
 
 __all__ = ["measure", "run"]
@@ -234,7 +236,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
         bursts.append(_burst(events))
     lone = percentiles(_isolated(int(config["isolated"])))
     return {
-        "package": str(Path(ska_tango_scheduler.__file__).parent),
+        "package": package_origin(Path(ska_tango_scheduler.__file__).parent),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "put_us": statistics.median(t[0] for t in tracked),
         "worker_us": statistics.median(t[1] for t in tracked),

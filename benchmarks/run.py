@@ -125,7 +125,7 @@ def _git_revision() -> str:
 
 
 def _describe_baseline(src: Path | None) -> str | None:
-    """Name the baseline revision: its git revision, else its path."""
+    """Name the baseline revision: its git revision, else its folder's name (no machine path)."""
     if src is None:
         return None
     try:
@@ -138,8 +138,8 @@ def _describe_baseline(src: Path | None) -> str | None:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return str(src)
-    return f"revision {rev} ({src})"
+        return f"the source tree {src.resolve().parent.name!r}"
+    return f"revision {rev}"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
