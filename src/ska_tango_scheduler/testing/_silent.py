@@ -16,8 +16,11 @@ import threading
 import time
 from collections.abc import Collection
 from types import TracebackType
+from typing import TypeVar
 
 __all__ = ["HalfAnsweringHost", "SilentHost"]
+
+_Host = TypeVar("_Host", bound="SilentHost")
 
 
 class SilentHost:
@@ -31,113 +34,10 @@ class SilentHost:
         host: Address to listen on.
     """
 
+    _THREAD_NAME = "silent-host"
+
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host = host
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((host, 0))
-        self._listener.listen(128)
-        self.port: int = self._listener.getsockname()[1]
-        self._accepted: list[socket.socket] = []
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept, name="silent-host", daemon=True)
-        self._thread.start()
-
-    @property
-    def tango_host(self) -> str:
-        """``host:port``, as in ``TANGO_HOST``."""
-        return f"{self.host}:{self.port}"
-
-    def trl(self, device: str) -> str:
-        """Return the TRL of a device on this host.
-
-        Args:
-            device: ``domain/family/member``.
-
-        Returns:
-            ``tango://host:port/domain/family/member``.
-        """
-        return f"tango://{self.tango_host}/{device}"
-
-    @property
-    def connections(self) -> int:
-        """How many connections were accepted so far."""
-        return len(self._accepted)
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            self._accepted.append(connection)  # held open, never read nor written
-
-    def close(self) -> None:
-        """Stop listening and drop every connection."""
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        for connection in self._accepted:
-            with contextlib.suppress(OSError):
-                connection.close()
-        self._thread.join(5)
-
-    def __enter__(self) -> SilentHost:
-        """Return the host."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close it."""
-        self.close()
-
-
-_GIOP_HEADER = 12
-_REQUEST = 0
-_LOCATE_REQUEST = 3
-_REPLY = 1
-_LOCATE_REPLY = 4
-
-
-class HalfAnsweringHost:
-    """A Tango host that answers GIOP ``LocateRequest`` messages and no request.
-
-    Listens on 127.0.0.1. Every ``LocateRequest`` is answered "object here"
-    after ``locate_delay`` seconds; every ``Request`` (what a client sends to
-    actually use the database) is read, counted and never answered, unless
-    its operation is one of ``answered_operations`` (then it gets an empty
-    reply). Scenes of a host that passes a check and then hangs:
-
-    * ``HalfAnsweringHost()``: answers a ping at once, then hangs (a stuck
-      database server whose ORB still answers).
-    * ``HalfAnsweringHost(locate_delay=2.9)``: answers a ping only just
-      within a 3 s time-out, then hangs.
-    * ``HalfAnsweringHost(answered_operations={"command_inout"})``: also
-      answers the scheduler's host check (a ``command_inout`` request), and
-      hangs on what a proxy creation sends (``_is_a`` first).
-
-    Use it as a context manager, or call :meth:`close`.
-
-    Args:
-        locate_delay: Seconds before each ``LocateRequest`` is answered.
-        answered_operations: Operations whose requests are answered.
-        host: Address to listen on.
-    """
-
-    def __init__(
-        self,
-        locate_delay: float = 0.0,
-        answered_operations: Collection[str] = (),
-        host: str = "127.0.0.1",
-    ) -> None:
-        self.host = host
-        self.locate_delay = locate_delay
-        self.answered_operations = frozenset(answered_operations)
         self._lock = threading.Lock()
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -146,10 +46,8 @@ class HalfAnsweringHost:
         self.port: int = self._listener.getsockname()[1]
         self._accepted: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
-        self._locates: list[float] = []
-        self._requests: list[tuple[float, str]] = []
         self._closed = False
-        self._thread = threading.Thread(target=self._accept, name="half-host", daemon=True)
+        self._thread = threading.Thread(target=self._accept, name=self._THREAD_NAME, daemon=True)
         self._thread.start()
 
     @property
@@ -174,6 +72,102 @@ class HalfAnsweringHost:
         with self._lock:
             return len(self._accepted)
 
+    def _handler(self, connection: socket.socket) -> threading.Thread | None:
+        """Return a thread that serves a new connection, or None to hold it silently."""
+        return None  # held open, never read nor written
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            thread = self._handler(connection)
+            with self._lock:
+                self._accepted.append(connection)
+                if thread is not None:
+                    self._threads.append(thread)
+            if thread is not None:
+                thread.start()
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        with self._lock:
+            accepted = list(self._accepted)
+            threads = list(self._threads)
+        for connection in accepted:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                connection.close()
+        self._thread.join(5)
+        for thread in threads:
+            thread.join(5)
+
+    def __enter__(self: _Host) -> _Host:
+        """Return the host."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close it."""
+        self.close()
+
+
+_GIOP_HEADER = 12
+_REQUEST = 0
+_LOCATE_REQUEST = 3
+_REPLY = 1
+_LOCATE_REPLY = 4
+
+
+class HalfAnsweringHost(SilentHost):
+    """A Tango host that answers GIOP ``LocateRequest`` messages and no request.
+
+    Listens on 127.0.0.1. Every ``LocateRequest`` is answered "object here"
+    after ``locate_delay`` seconds; every ``Request`` (what a client sends to
+    actually use the database) is read, counted and never answered, unless
+    its operation is one of ``answered_operations`` (then it gets an empty
+    reply). Scenes of a host that passes a check and then hangs:
+
+    * ``HalfAnsweringHost()``: answers a ping at once, then hangs (a stuck
+      database server whose ORB still answers).
+    * ``HalfAnsweringHost(locate_delay=2.9)``: answers a ping only just
+      within a 3 s time-out, then hangs.
+    * ``HalfAnsweringHost(answered_operations={"command_inout"})``: also
+      answers the scheduler's host check (a ``command_inout`` request), and
+      hangs on what a proxy creation sends (``_is_a`` first).
+
+    Use it as a context manager, or call :meth:`close`.
+
+    Args:
+        locate_delay: Seconds before each ``LocateRequest`` is answered.
+        answered_operations: Operations whose requests are answered.
+        host: Address to listen on.
+    """
+
+    _THREAD_NAME = "half-host"
+
+    def __init__(
+        self,
+        locate_delay: float = 0.0,
+        answered_operations: Collection[str] = (),
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.locate_delay = locate_delay
+        self.answered_operations = frozenset(answered_operations)
+        self._locates: list[float] = []
+        self._requests: list[tuple[float, str]] = []
+        super().__init__(host)
+
     @property
     def locate_requests(self) -> list[float]:
         """When (``time.monotonic()``) each ``LocateRequest`` arrived."""
@@ -192,19 +186,11 @@ class HalfAnsweringHost:
         with self._lock:
             return list(self._requests)
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                connection, _ = self._listener.accept()
-            except OSError:
-                return
-            thread = threading.Thread(
-                target=self._serve, args=(connection,), name="half-host-conn", daemon=True
-            )
-            with self._lock:
-                self._accepted.append(connection)
-                self._threads.append(thread)
-            thread.start()
+    def _handler(self, connection: socket.socket) -> threading.Thread | None:
+        """Serve each connection on a thread of its own."""
+        return threading.Thread(
+            target=self._serve, args=(connection,), name="half-host-conn", daemon=True
+        )
 
     def _serve(self, connection: socket.socket) -> None:
         with contextlib.suppress(OSError):
@@ -245,37 +231,6 @@ class HalfAnsweringHost:
                         + struct.pack(order + "I", len(reply))
                         + reply
                     )
-
-    def close(self) -> None:
-        """Stop listening and drop every connection."""
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._listener.shutdown(socket.SHUT_RDWR)
-        self._listener.close()
-        with self._lock:
-            accepted = list(self._accepted)
-            threads = list(self._threads)
-        for connection in accepted:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                connection.close()
-        self._thread.join(5)
-        for thread in threads:
-            thread.join(5)
-
-    def __enter__(self) -> HalfAnsweringHost:
-        """Return the host."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close it."""
-        self.close()
 
 
 def _read_exactly(connection: socket.socket, size: int) -> bytes | None:
