@@ -18,7 +18,8 @@ each call site):
   :class:`queue.SimpleQueue`, whose ``put`` never waits. Tango's event thread
   (and a finaliser run by the garbage collector on any thread) can call them
   at any moment.
-- One *control thread* per service (its private ``_Control`` actor, which
+- One *control thread* per service (its ``Control`` actor in
+  :mod:`._lane_control`, which
   also runs the connector threads' bodies) alone owns the lane table, the
   timer heap and the list of idle connector threads. It reads its inbox,
   hands each runnable lane's next job to an idle connector thread (through
@@ -45,18 +46,29 @@ Tango into a finalising interpreter aborts the process).
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
 import queue
 import threading
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Hashable, Sequence
 
 from . import _exit
+from ._lane_control import (
+    ABANDON,
+    ACQUIRE,
+    CLOSE,
+    DONE,
+    NOTIFY,
+    SUBMIT,
+    TIMER,
+    WITHDRAW,
+    Control,
+    TimerHandle,
+)
+from ._lane_control import (
+    Grant as _Grant,
+)
 from ._threads import ThreadContext, start_thread
 
 __all__ = ["ConnectorPool", "LaneService", "TimerHandle", "start_thread"]
@@ -65,53 +77,12 @@ __all__ = ["ConnectorPool", "LaneService", "TimerHandle", "start_thread"]
 DEFAULT_MAX_THREADS = 8
 
 
-class TimerHandle:
-    """A job scheduled for later; :meth:`cancel` keeps it from running."""
-
-    __slots__ = ("cancelled",)
-
-    def __init__(self) -> None:
-        """Create a live handle."""
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        """Keep the job from running (no effect once it ran); takes no lock."""
-        self.cancelled = True
-
-
-class _Grant:
-    """A :meth:`LaneService.run_here` request: granted, denied, or withdrawn."""
-
-    __slots__ = ("reply", "withdrawn")
-
-    def __init__(self) -> None:
-        self.reply: queue.SimpleQueue[bool] = queue.SimpleQueue()
-        self.withdrawn = False
-
-
-_Job = tuple[TimerHandle, Callable[[], None]]
-_Box = queue.SimpleQueue[tuple[Hashable, TimerHandle, Callable[[], None]] | None]
-
-
-class _Lane:
-    __slots__ = ("busy", "items")
-
-    def __init__(self) -> None:
-        self.items: deque[_Job | _Grant] = deque()
-        # The connector's box, or the grant of a run_here caller, while a job runs.
-        self.busy: _Box | _Grant | None = None
-
-
-# Messages of the control thread's inbox (the first item says which).
-_SUBMIT, _TIMER, _DONE, _ACQUIRE, _WITHDRAW, _NOTIFY, _CLOSE, _ABANDON = range(8)
-
-
 class LaneService:
     """Run jobs one at a time per lane, lanes in parallel on a few threads.
 
     See the module's description for why no call can make Tango's event
     thread wait. This thread-safe face holds no lock and no lane table: it
-    only writes flags and puts messages into the inbox of its :class:`_Control`.
+    only writes flags and puts messages into the inbox of its :class:`~._lane_control.Control`.
 
     Args:
         name: Prefix of the threads' names.
@@ -128,7 +99,7 @@ class LaneService:
         max_threads: int = DEFAULT_MAX_THREADS,
     ) -> None:
         """Create the service and start its control thread."""
-        self._core = _Control(name, logger, thread_context, max(1, max_threads))
+        self._core = Control(name, logger, thread_context, max(1, max_threads))
         # Set (plain write) by abandon, so that a later close runs its final jobs here.
         self._abandoned = False
         _live_services.add(self)
@@ -157,7 +128,7 @@ class LaneService:
         Returns:
             A handle to cancel it (already cancelled if the service is closed).
         """
-        return self._post(_SUBMIT, lane, job)
+        return self._post(SUBMIT, lane, job)
 
     def call_later(self, delay: float, lane: Hashable, job: Callable[[], None]) -> TimerHandle:
         """Run ``job`` in ``lane`` after ``delay`` seconds.
@@ -172,7 +143,7 @@ class LaneService:
         """
         if delay <= 0:
             return self.submit(lane, job)
-        return self._post(_TIMER, lane, job, time.monotonic() + delay)
+        return self._post(TIMER, lane, job, time.monotonic() + delay)
 
     def _post(self, kind: int, lane: Hashable, job: Callable[[], None], *due: float) -> TimerHandle:
         handle = TimerHandle()
@@ -196,7 +167,7 @@ class LaneService:
         Args:
             job: The callable.
         """
-        self._core.inbox.put((_NOTIFY, job))
+        self._core.inbox.put((NOTIFY, job))
         if self._core.ended:
             self._core.refuse_inbox()
 
@@ -226,14 +197,14 @@ class LaneService:
         if core.closing:
             return False
         grant = _Grant()
-        core.inbox.put((_ACQUIRE, lane, grant))
+        core.inbox.put((ACQUIRE, lane, grant))
         if core.ended:
             core.refuse_inbox()
         try:
             granted = grant.reply.get(timeout=timeout)
         except queue.Empty:
             grant.withdrawn = True
-            core.inbox.put((_WITHDRAW, lane, grant))  # hands back a late grant
+            core.inbox.put((WITHDRAW, lane, grant))  # hands back a late grant
             return False
         if not granted:
             return False
@@ -241,7 +212,7 @@ class LaneService:
             with core.holding(lane):
                 job()
         finally:
-            core.inbox.put((_DONE, lane, grant))
+            core.inbox.put((DONE, lane, grant))
         return True
 
     # -- closing ----------------------------------------------------------------
@@ -275,7 +246,7 @@ class LaneService:
             for _, job in final_jobs:
                 self._core.run_one(job)
             return True
-        self._core.inbox.put((_CLOSE, list(final_jobs)))
+        self._core.inbox.put((CLOSE, list(final_jobs)))
         if threading.current_thread() in self.threads:
             return True
         return self._join(deadline)
@@ -288,7 +259,7 @@ class LaneService:
         """
         self._abandoned = True
         self._core.closing = True
-        self._core.inbox.put((_ABANDON,))
+        self._core.inbox.put((ABANDON,))
 
     def _join(self, deadline: float | None) -> bool:
         current = threading.current_thread()
@@ -300,298 +271,6 @@ class LaneService:
         for thread in late:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self.threads if t is not current)
-
-
-class _Control:
-    """The actor behind a :class:`LaneService`: its control and connector threads.
-
-    The control thread alone touches the lane table, the timer heap and the
-    idle connector boxes. Other threads touch only: :attr:`inbox` (``put``),
-    :attr:`closing` (plain writes), :attr:`ended` and :attr:`connectors`
-    (read; written by the control thread, the tuple replaced, never mutated),
-    :attr:`local` (each thread its own lanes), :meth:`refuse_inbox` and
-    :meth:`run_one`, none of which takes a lock.
-    """
-
-    def __init__(
-        self, name: str, logger: logging.Logger, thread_context: ThreadContext, max_threads: int
-    ) -> None:
-        self._name = name
-        self._logger = logger
-        self._thread_context = thread_context
-        self._max_threads = max_threads
-        self.inbox: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.local = threading.local()
-        # Set (plain writes) by close/abandon, so that later submits are refused
-        # at once; the control thread learns it from its inbox.
-        self.closing = False
-        self.ended = False  # the control thread has read its inbox for the last time
-        # Replaced, never mutated: readable from any thread without a lock.
-        self.connectors: tuple[threading.Thread, ...] = ()
-        # Owned by the control thread alone.
-        self._lanes: dict[Hashable, _Lane] = {}
-        self._ready: deque[Hashable] = deque()
-        self._timers: list[tuple[float, int, TimerHandle, Hashable, Callable[[], None]]] = []
-        self._seq = itertools.count()
-        self._idle: list[_Box] = []
-        self._boxes: list[_Box] = []
-        self._numbers = itertools.count()
-        self._closed = False
-        self._closing_seen = False  # the control thread has seen close() or abandon()
-
-    def start(self, owner: LaneService) -> threading.Thread:
-        """Start the control thread (from the service's constructor).
-
-        The service is kept, so that while a thread of it runs, it stays in
-        ``_live_services`` (closed at exit) even if nobody else refers to it.
-        """
-        self._owner = owner
-        return start_thread(
-            f"{self._name}.control", self._run, daemon=_DAEMON, context=self._thread_context
-        )
-
-    # -- the caller's lanes (thread-local, no lock) ------------------------------
-
-    @contextlib.contextmanager
-    def holding(self, lane: Hashable) -> Iterator[None]:
-        """Mark ``lane`` as held by the calling thread meanwhile."""
-        lanes: list[Hashable] | None = getattr(self.local, "lanes", None)
-        if lanes is None:
-            lanes = self.local.lanes = []
-        lanes.append(lane)
-        try:
-            yield
-        finally:
-            lanes.pop()
-
-    # -- the control thread -------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while not self._closed:
-                wait = None
-                if self._timers:
-                    wait = max(0.0, self._timers[0][0] - time.monotonic())
-                try:
-                    message = self.inbox.get(timeout=wait)
-                except queue.Empty:
-                    message = None
-                if message is not None:
-                    self._handle(message)
-                    del message  # released here, with no lock held anywhere
-                self._fire_due_timers()
-                self._dispatch()
-                self._finish_if_drained()
-        except BaseException:  # pragma: no cover - a bug here must not go unseen
-            self._logger.exception("%s: the control thread failed", self._name)
-            raise
-        finally:
-            self.closing = True
-            for box in self._boxes:
-                box.put(None)
-            self.refuse_inbox()
-            self.ended = True
-            self.refuse_inbox()  # what came in meanwhile (see submit, notify, run_here)
-
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == _SUBMIT:
-            _, lane, handle, job = message
-            if self._closing_seen:
-                handle.cancelled = True  # submitted as close() began: refused
-            else:
-                self._enqueue(lane, (handle, job))
-        elif kind == _TIMER:
-            _, lane, handle, job, due = message
-            if self._closing_seen:
-                handle.cancelled = True
-            else:
-                heapq.heappush(self._timers, (due, next(self._seq), handle, lane, job))
-        elif kind == _DONE:
-            self._release(message[1], message[2])
-        elif kind == _ACQUIRE:
-            _, lane, grant = message
-            if self._closing_seen:
-                grant.reply.put(False)
-            else:
-                self._lane(lane).items.appendleft(grant)
-                self._mark_ready(lane)
-        elif kind == _WITHDRAW:
-            _, lane, grant = message
-            state = self._lanes.get(lane)
-            if state is not None and state.busy is grant:
-                self._release(lane, grant)  # granted after the caller gave up
-        elif kind == _NOTIFY:
-            self._start_notify(message[1])
-        elif kind == _CLOSE:
-            self._fire_due_timers()  # a job whose delay has passed is queued: it runs
-            self._closing_seen = True
-            self._drop_timers()
-            for lane, job in message[1]:
-                self._lane(lane).items.append((TimerHandle(), job))
-                self._mark_ready(lane)
-            self._deny_grants()
-            self._prune()
-        elif kind == _ABANDON:
-            self._closing_seen = True
-            self._drop_timers()
-            self._ready.clear()
-            for state in self._lanes.values():
-                state.items.clear()  # released here, with no lock held
-            self._deny_grants()
-            self._prune()
-
-    def _drop_timers(self) -> None:
-        for item in self._timers:
-            item[2].cancel()
-        self._timers.clear()  # the jobs are released here, with no lock held
-
-    def _prune(self) -> None:
-        for lane in [k for k, s in self._lanes.items() if s.busy is None and not s.items]:
-            del self._lanes[lane]
-
-    def _lane(self, lane: Hashable) -> _Lane:
-        state = self._lanes.get(lane)
-        if state is None:
-            state = self._lanes[lane] = _Lane()
-        return state
-
-    def _enqueue(self, lane: Hashable, item: _Job) -> None:
-        self._lane(lane).items.append(item)
-        self._mark_ready(lane)
-
-    def _mark_ready(self, lane: Hashable) -> None:
-        state = self._lanes[lane]
-        if state.busy is None and len(state.items) == 1:
-            self._ready.append(lane)  # (a lane with more is in _ready already)
-
-    def _release(self, lane: Hashable, owner: object) -> None:
-        state = self._lanes.get(lane)
-        if state is None or state.busy is not owner:
-            return
-        state.busy = None
-        if isinstance(owner, queue.SimpleQueue):
-            self._idle.append(owner)
-        if state.items:
-            self._ready.append(lane)
-        else:
-            del self._lanes[lane]
-
-    def _deny_grants(self) -> None:
-        for state in self._lanes.values():
-            for item in [i for i in state.items if isinstance(i, _Grant)]:
-                state.items.remove(item)
-                item.reply.put(False)
-
-    def _fire_due_timers(self) -> None:
-        now = time.monotonic()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, handle, lane, job = heapq.heappop(self._timers)
-            if not handle.cancelled:
-                self._enqueue(lane, (handle, job))
-            del job  # a cancelled job is released here, with no lock held
-
-    def _dispatch(self) -> None:
-        while self._ready:
-            lane = self._ready.popleft()
-            state = self._lanes.get(lane)
-            if state is None or state.busy is not None:
-                continue
-            while state.items:
-                item = state.items[0]
-                if isinstance(item, _Grant):
-                    state.items.popleft()
-                    if item.withdrawn:
-                        continue
-                    state.busy = item
-                    item.reply.put(True)
-                    break
-                handle, job = item
-                if handle.cancelled:
-                    state.items.popleft()
-                    del item, job  # released here, with no lock held
-                    continue
-                box = self._idle_box()
-                if box is None:
-                    self._ready.appendleft(lane)  # waits for a connector to come back
-                    return
-                state.items.popleft()
-                state.busy = box
-                box.put((lane, handle, job))
-                del item, job
-                break
-            if state.busy is None and not state.items:
-                del self._lanes[lane]
-
-    def _idle_box(self) -> _Box | None:
-        if self._idle:
-            return self._idle.pop()
-        if len(self._boxes) >= self._max_threads:
-            return None
-        box: _Box = queue.SimpleQueue()
-        number = next(self._numbers)
-        thread = start_thread(
-            f"{self._name}-{number}",
-            lambda: self._run_connector(box),
-            daemon=_DAEMON,
-            context=self._thread_context,
-        )
-        self._boxes.append(box)
-        self.connectors = (*self.connectors, thread)
-        return box
-
-    def _start_notify(self, job: Callable[[], None]) -> None:
-        try:
-            start_thread(f"{self._name}.futures", lambda: self.run_one(job), daemon=True)
-        except RuntimeError:  # no thread to be had (interpreter exit): run it here
-            self.run_one(job)
-
-    def _finish_if_drained(self) -> None:
-        if not self._closing_seen or self._lanes:
-            return
-        self._closed = True
-
-    def refuse_inbox(self) -> None:
-        """Cancel whatever came in after closing; free grants, run notifications."""
-        while True:
-            try:
-                message = self.inbox.get_nowait()
-            except queue.Empty:
-                return
-            kind = message[0]
-            if kind == _ACQUIRE:
-                message[2].reply.put(False)
-            elif kind in (_SUBMIT, _TIMER):
-                message[2].cancelled = True
-            elif kind == _NOTIFY:
-                self.run_one(message[1])
-            del message
-
-    # -- connector threads ----------------------------------------------------------
-
-    def _run_connector(self, box: _Box) -> None:
-        while True:
-            item = box.get()
-            if item is None:
-                return
-            lane, handle, job = item
-            del item
-            try:
-                if not handle.cancelled:
-                    with self.holding(lane):
-                        self.run_one(job)
-            finally:
-                # Released before reporting back: whatever it holds (events,
-                # proxies) is freed on this thread, with no lock held.
-                del handle, job
-                self.inbox.put((_DONE, lane, box))
-
-    def run_one(self, job: Callable[[], None]) -> None:
-        """Run ``job``, logging its exception."""
-        try:
-            job()
-        except Exception:  # noqa: BLE001 - keep the thread alive
-            self._logger.exception("Scheduler job %r failed", job)
 
 
 #: The name the scheduler's code knows the service by.
@@ -610,8 +289,5 @@ def _close_all() -> None:
         service.close([], timeout=_exit.THREAD_WAIT)
 
 
-# Without the exit order's first step (an interpreter that lacks it), the
-# threads are daemon threads, so that they never keep the process from exiting.
-_DAEMON = not _exit.ENDS_THREADS_BEFORE_JOIN
 _exit.at_exit(_exit.REFUSE_NEW_WORK, _abandon_all)
 _exit.at_exit(_exit.CLOSE_SERVICES, _close_all)
