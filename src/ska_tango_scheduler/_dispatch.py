@@ -160,7 +160,48 @@ class _CountReaders:
         )
 
 
-class Dispatcher(_CountReaders):
+class _Reports:
+    """What a :class:`Dispatcher`'s workers log: slow deliveries and drops.
+
+    Called by a worker with no lock held (logging allocates).
+    """
+
+    _limited: RateLimitedLogger
+
+    def _slow(self, sink: Sink, took: float) -> None:
+        report = getattr(sink, "slow_delivery", None)
+        if report is not None:
+            try:
+                report(took)
+            except Exception:  # noqa: BLE001 - a worker must survive
+                self._limited.log(
+                    logging.ERROR,
+                    ("slow", id(sink)),
+                    "Reporting a slow delivery failed",
+                    exc_info=True,
+                )
+
+    def _report_drops(self, queue: EventQueue, dropped: int) -> None:
+        queue._reported_drops = dropped  # noqa: SLF001
+        self._limited.log(
+            logging.WARNING,
+            ("drops", queue.name),
+            "Queue %s is full: %d event(s) discarded so far (oldest first); "
+            "its callbacks are slower than its events arrive",
+            queue.name,
+            dropped,
+        )
+
+    def forget_queue(self, queue: EventQueue) -> None:
+        """Forget the drop reports of a queue that is no longer used.
+
+        Args:
+            queue: The queue.
+        """
+        self._limited.forget(("drops", queue.name))
+
+
+class Dispatcher(_CountReaders, _Reports):
     """A pool of worker threads serving :class:`EventQueue` objects fairly.
 
     Events of one queue are delivered in order by one worker at a time; up to
@@ -540,35 +581,3 @@ class Dispatcher(_CountReaders):
                     # Let Tango's event thread have the GIL (see the module doc).
                     time.sleep(0)
                     last_yield = clock()
-
-    def _slow(self, sink: Sink, took: float) -> None:
-        report = getattr(sink, "slow_delivery", None)
-        if report is not None:
-            try:
-                report(took)
-            except Exception:  # noqa: BLE001 - a worker must survive
-                self._limited.log(
-                    logging.ERROR,
-                    ("slow", id(sink)),
-                    "Reporting a slow delivery failed",
-                    exc_info=True,
-                )
-
-    def _report_drops(self, queue: EventQueue, dropped: int) -> None:
-        queue._reported_drops = dropped  # noqa: SLF001
-        self._limited.log(
-            logging.WARNING,
-            ("drops", queue.name),
-            "Queue %s is full: %d event(s) discarded so far (oldest first); "
-            "its callbacks are slower than its events arrive",
-            queue.name,
-            dropped,
-        )
-
-    def forget_queue(self, queue: EventQueue) -> None:
-        """Forget the drop reports of a queue that is no longer used.
-
-        Args:
-            queue: The queue.
-        """
-        self._limited.forget(("drops", queue.name))
