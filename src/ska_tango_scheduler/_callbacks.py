@@ -1,11 +1,13 @@
 """Running a stream's callbacks: registrations, isolation, slow-callback reports.
 
 Part of the pure core: no :mod:`tango` import. A worker of the dispatcher
-(:mod:`._dispatch`) hands each event to its sink; a stream's sink calls
-:func:`run_callbacks` with the stream's registrations. Every callback runs
-in isolation: whatever it raises is counted and logged, rate-limited by a
-:class:`RateLimitedLogger`, and the following callbacks still get the event.
-Nothing here runs under a lock of the scheduler.
+(:mod:`._dispatch`) hands each event to its sink; a stream's sink
+(:class:`StreamCallbacks`, the worker-thread side of a stream) calls
+:func:`run_callbacks` with the stream's registrations, and gives a callback
+registered late the stream's last event through a :class:`CatchUp` item.
+Every callback runs in isolation: whatever it raises is counted and logged,
+rate-limited by a :class:`RateLimitedLogger`, and the following callbacks
+still get the event. Nothing here runs under a lock of the scheduler.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ._queues import Counters
 
 __all__ = [
     "CallbackRegistration",
+    "CatchUp",
     "RateLimitedLogger",
+    "StreamCallbacks",
+    "as_function",
     "report_slow",
     "run_callbacks",
 ]
@@ -217,4 +222,173 @@ def report_slow(
         label,
         took,
         slow_after,
+    )
+
+
+class _Dispatcher(Protocol):
+    def put(self, queue: Any, sink: Any, payload: Any) -> None: ...
+    def count_callback_errors(self, count: int, slow: int = 0) -> None: ...
+
+
+class _Shared(Protocol):
+    @property
+    def dispatcher(self) -> _Dispatcher: ...
+    @property
+    def limited(self) -> RateLimitedLogger: ...
+    @property
+    def slow_callback_duration(self) -> float | None: ...
+
+
+class StreamCallbacks:
+    """The worker-thread side of a stream: its callbacks and their catch-up.
+
+    :class:`~._streams.EventStream` builds on it and sets its attributes; a
+    worker of the dispatcher calls :meth:`deliver` with each event of the
+    stream's queue, and :meth:`slow_delivery` after a slow one.
+
+    Attributes:
+        ctx: What the streams of a scheduler share.
+        queue: The stream's queue.
+        name: The stream's name, for logs.
+        counters: The stream's accounting.
+        registrations: Its callbacks, in registration order (set under the
+            context lock, replaced and never mutated).
+        last_event: The last event delivered, for late callbacks.
+        pending_catch_up: Ids of late callbacks whose catch-up is queued.
+    """
+
+    ctx: _Shared
+    queue: Any
+    name: str
+    counters: Counters
+    registrations: tuple[CallbackRegistration, ...]
+    last_event: Any
+    pending_catch_up: set[int]
+    # The registrations of the delivery in progress (worker threads only).
+    _delivering: tuple[CallbackRegistration, ...]
+
+    def deliver(self, payload: Any) -> None:
+        """Call the stream's callbacks with one event (on a worker thread).
+
+        With several callbacks, each is timed for the slow-callback check;
+        with one, the worker's timing of the whole delivery is enough (see
+        :meth:`slow_delivery`).
+
+        Args:
+            payload: The event.
+        """
+        registrations = self.registrations
+        self.last_event = payload
+        if self.pending_catch_up:
+            self.pending_catch_up.difference_update(r.callback_id for r in registrations)
+        self._delivering = registrations
+        counters = self.counters
+        several = len(registrations) > 1
+        slow = counters.slow_callbacks
+        failures = run_callbacks(
+            registrations,
+            payload,
+            counters,
+            self.ctx.limited,
+            self.name,
+            self.ctx.slow_callback_duration if several else None,
+        )
+        slow = counters.slow_callbacks - slow if several else 0
+        if slow:
+            self.queue.counters.slow_callbacks += slow
+        if failures or slow:
+            self.ctx.dispatcher.count_callback_errors(failures, slow)
+
+    def slow_delivery(self, took: float) -> None:
+        """Count a delivery that took ``took`` seconds, more than the threshold (worker).
+
+        Called by the dispatcher after :meth:`deliver`. A delivery to one
+        callback is that callback's duration; with several, :meth:`deliver`
+        timed each one already.
+
+        Args:
+            took: Seconds the delivery took.
+        """
+        registrations = self._delivering
+        limit = self.ctx.slow_callback_duration
+        if len(registrations) != 1 or limit is None:
+            return
+        report_slow(registrations[0], took, limit, self.counters, self.ctx.limited, self.name)
+        self.queue.counters.slow_callbacks += 1
+        self.ctx.dispatcher.count_callback_errors(0, 1)
+
+    def add_late(self, registration: CallbackRegistration) -> None:
+        """Register a callback on an existing stream and queue its catch-up.
+
+        Called under the context lock.
+
+        Args:
+            registration: The new callback.
+        """
+        self.pending_catch_up.add(registration.callback_id)
+        self.registrations = (*self.registrations, registration)
+        self.ctx.dispatcher.put(self.queue, CatchUp(self, registration), None)
+
+    def catch_up(self, registration: CallbackRegistration) -> None:
+        """Deliver the last event to a late callback (worker thread).
+
+        Args:
+            registration: The new callback.
+        """
+        if registration.callback_id not in self.pending_catch_up:
+            return  # an event reached it already
+        self.pending_catch_up.discard(registration.callback_id)
+        event = self.last_event
+        if event is None or not registration.active:
+            return
+        failures = run_callbacks((registration,), event, self.counters, self.ctx.limited, self.name)
+        if failures:
+            self.ctx.dispatcher.count_callback_errors(failures)
+
+
+class CatchUp:
+    """Queue item giving a late callback the stream's last delivered event.
+
+    It goes through the stream's queue behind the events already queued, so
+    the new callback sees the current value in order; the callbacks already
+    registered see nothing of it. It is its own sink, so the stream's
+    counters count Tango events only.
+
+    Attributes:
+        stream: The stream.
+        registration: The new callback.
+        counters: Accounting of catch-up items (queue totals include them).
+    """
+
+    __slots__ = ("counters", "registration", "stream")
+
+    def __init__(self, stream: StreamCallbacks, registration: CallbackRegistration) -> None:
+        """Make the item for one new registration."""
+        self.stream = stream
+        self.registration = registration
+        self.counters = Counters()
+
+    def deliver(self, payload: Any) -> None:
+        """Give the registration the last event if no event reached it yet.
+
+        Args:
+            payload: Unused.
+        """
+        self.stream.catch_up(self.registration)
+
+
+def as_function(callback: object) -> Callable[[Any], None]:
+    """Return what to call for a callback given as a callable or a ``push_event`` object.
+
+    Raises:
+        TypeError: If ``callback`` is neither callable nor has a callable
+            ``push_event`` attribute.
+    """
+    if callable(callback):
+        return callback
+    push_event = getattr(callback, "push_event", None)
+    if callable(push_event):
+        return push_event  # type: ignore[no-any-return]
+    raise TypeError(
+        f"callback must be callable or have a push_event(event) method, got {callback!r}"
     )

@@ -31,12 +31,20 @@ import tango
 from . import _compat
 from ._backoff import BackoffPolicy
 from ._callbacks import CallbackRegistration, RateLimitedLogger
+from ._checks import (
+    MAX_ATTEMPT_TIMEOUT,
+    MAX_QUEUE_SIZE,
+    MAX_SLOW_CALLBACK_DURATION,
+    MAX_THREAD_COUNT,
+    check_seconds,
+    check_whole_number,
+)
 from ._devices import StreamContext
 from ._dispatch import Dispatcher
 from ._hostprobe import HostProbe
 from ._lanes import ConnectorPool
 from ._queues import EventQueue
-from ._streams import SLOW_RETRY, EventStream, StreamKey
+from ._streams import SLOW_RETRY, EventStream, StreamKey, stream_key
 from .diagnostics import StreamStatus
 from .type_hints import DeviceType, QueueFactory
 
@@ -47,6 +55,7 @@ __all__ = [
     "SchedulerShutdownError",
     "StreamNotFoundError",
     "UnknownCallbackError",
+    "check_options",
     "describe",
     "new_context",
 ]
@@ -98,6 +107,25 @@ class Request:
     on_caller: bool = False
     lane_timeout: float | None = None
 
+    @classmethod
+    def checked(
+        cls,
+        key: StreamKey,
+        device: DeviceType,
+        attr_name: str,
+        queue_factory: QueueFactory | None,
+        on_caller: bool,
+        lane_timeout: float | None,
+    ) -> Request:
+        """Make a request of a checked key, after checking the queue factory.
+
+        Raises:
+            TypeError: If ``queue_factory`` is neither None nor callable.
+        """
+        if queue_factory is not None and not callable(queue_factory):
+            raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
+        return cls(key, device, attr_name.strip(), queue_factory, on_caller, lane_timeout)
+
 
 class Registry:
     """The streams of one scheduler, their callbacks and queue users.
@@ -143,6 +171,15 @@ class Registry:
         """Raise :class:`SchedulerShutdownError` once the scheduler is shut down."""
         if self.shut_down:
             raise SchedulerShutdownError(f"{self.name} was shut down")
+
+    def key(self, device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
+        """Check a stream's arguments (see :func:`~._streams.stream_key`) and return its key.
+
+        Raises:
+            SchedulerShutdownError: Once the scheduler is shut down.
+        """
+        self.check_running()
+        return stream_key(device, attr_name, event_type)
 
     def find(self, key: StreamKey) -> EventStream | None:
         """Return the stream of ``key``, or None.
@@ -458,6 +495,43 @@ def _await_outcome(stream: EventStream, future: Future[Any], value: Any) -> bool
         return False
     stream.waiters.append((future, value))
     return True
+
+
+def check_options(
+    thread_count: int,
+    default_queue_size: int,
+    slow_callback_duration: float | None,
+    attempt_timeout: float,
+    backoff: BackoffPolicy | None,
+    logger: logging.Logger | None,
+) -> float | None:
+    """Check the arguments of a new scheduler (see :class:`~ska_tango_scheduler.CallbackScheduler`).
+
+    Returns:
+        ``slow_callback_duration`` as a float, or None.
+
+    Raises:
+        TypeError: For an argument of the wrong type.
+        ValueError: For a number out of its range.
+    """
+    check_whole_number("thread_count", thread_count, 1, MAX_THREAD_COUNT)
+    check_whole_number("default_queue_size", default_queue_size, 1, MAX_QUEUE_SIZE)
+    slow_after = (
+        None
+        if slow_callback_duration is None
+        else check_seconds(
+            "slow_callback_duration",
+            slow_callback_duration,
+            MAX_SLOW_CALLBACK_DURATION,
+            allow_zero=False,
+        )
+    )
+    if backoff is not None and not isinstance(backoff, BackoffPolicy):
+        raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
+    if logger is not None and not isinstance(logger, logging.Logger):
+        raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
+    check_seconds("attempt_timeout", attempt_timeout, MAX_ATTEMPT_TIMEOUT, allow_zero=False)
+    return slow_after
 
 
 def new_context(

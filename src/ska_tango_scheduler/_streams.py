@@ -61,11 +61,12 @@ import tango
 
 from . import _compat
 from ._backoff import BackoffState
-from ._callbacks import CallbackRegistration, report_slow, run_callbacks
+from ._callbacks import CallbackRegistration, CatchUp, StreamCallbacks
 from ._devices import StreamContext, timed_out_in_tango
 from ._lanes import TimerHandle
 from ._queues import Counters, EventQueue
 from ._trl import DeviceKey
+from .type_hints import DeviceType
 
 __all__ = [
     "PERMANENT_REASONS",
@@ -73,6 +74,7 @@ __all__ = [
     "EventStream",
     "StreamKey",
     "StreamState",
+    "stream_key",
 ]
 
 #: Error reasons that retrying every second cannot mend; such failures (and
@@ -110,6 +112,27 @@ class StreamKey:
     event_type: tango.EventType
 
 
+def stream_key(device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
+    """Check a stream's arguments and return its key.
+
+    Raises:
+        TypeError: If ``attr_name`` is not a string, ``event_type`` is not a
+            ``tango.EventType`` or ``device`` is neither a proxy nor a string.
+        ValueError: For an empty or qualified attribute name, an unsupported
+            event type or a malformed TRL.
+    """
+    if not isinstance(attr_name, str):
+        raise TypeError(f"attr_name must be a string, got {attr_name!r}")
+    if not attr_name.strip() or "/" in attr_name:
+        raise ValueError(f"attr_name must be a plain attribute name, got {attr_name!r}")
+    if not isinstance(event_type, tango.EventType):
+        raise TypeError(f"event_type must be a tango.EventType, got {event_type!r}")
+    if event_type not in _compat.SUPPORTED_EVENT_TYPES:
+        supported = ", ".join(sorted(t.name for t in _compat.SUPPORTED_EVENT_TYPES))
+        raise ValueError(f"event type {event_type.name} is not supported; use one of {supported}")
+    return StreamKey(_compat.key_of(device), attr_name.strip().lower(), event_type)
+
+
 class StreamState(enum.Enum):
     """Where a stream's subscription stands."""
 
@@ -119,44 +142,19 @@ class StreamState(enum.Enum):
     CLOSED = "closed"
 
 
-class CatchUp:
-    """Queue item giving a late callback the stream's last delivered event.
-
-    It goes through the stream's queue behind the events already queued, so
-    the new callback sees the current value in order; the callbacks already
-    registered see nothing of it. It is its own sink, so the stream's
-    counters count Tango events only.
-
-    Attributes:
-        stream: The stream.
-        registration: The new callback.
-        counters: Accounting of catch-up items (queue totals include them).
-    """
-
-    __slots__ = ("counters", "registration", "stream")
-
-    def __init__(self, stream: EventStream, registration: CallbackRegistration) -> None:
-        """Make the item for one new registration."""
-        self.stream = stream
-        self.registration = registration
-        self.counters = Counters()
-
-    def deliver(self, payload: Any) -> None:
-        """Give the registration the last event if no event reached it yet.
-
-        Args:
-            payload: Unused.
-        """
-        self.stream.catch_up(self.registration)
-
-
-class EventStream:
+class EventStream(StreamCallbacks):
     """One event stream with its queue, callbacks and subscription.
+
+    Its worker-thread side (delivering events to the callbacks, catching up
+    late ones) is :class:`~._callbacks.StreamCallbacks`.
 
     Attributes set under the context lock: ``registrations``, ``pinned``,
     ``closed``, ``waiters``. Everything about the subscription is touched
     only on the connector thread.
     """
+
+    ctx: StreamContext
+    queue: EventQueue
 
     def __init__(
         self,
@@ -241,86 +239,6 @@ class EventStream:
             self.state = StreamState.FAILING
         elif not event.err and self.state is StreamState.FAILING and self.outcome_known:
             self.state = StreamState.CONNECTED
-
-    # -- worker threads ------------------------------------------------------
-
-    def deliver(self, payload: Any) -> None:
-        """Call the stream's callbacks with one event (on a worker thread).
-
-        With several callbacks, each is timed for the slow-callback check;
-        with one, the worker's timing of the whole delivery is enough (see
-        :meth:`slow_delivery`).
-
-        Args:
-            payload: The event.
-        """
-        registrations = self.registrations
-        self.last_event = payload
-        if self.pending_catch_up:
-            self.pending_catch_up.difference_update(r.callback_id for r in registrations)
-        self._delivering = registrations
-        counters = self.counters
-        several = len(registrations) > 1
-        slow = counters.slow_callbacks
-        failures = run_callbacks(
-            registrations,
-            payload,
-            counters,
-            self.ctx.limited,
-            self.name,
-            self.ctx.slow_callback_duration if several else None,
-        )
-        slow = counters.slow_callbacks - slow if several else 0
-        if slow:
-            self.queue.counters.slow_callbacks += slow
-        if failures or slow:
-            self.ctx.dispatcher.count_callback_errors(failures, slow)
-
-    def slow_delivery(self, took: float) -> None:
-        """Count a delivery that took ``took`` seconds, more than the threshold (worker).
-
-        Called by the dispatcher after :meth:`deliver`. A delivery to one
-        callback is that callback's duration; with several, :meth:`deliver`
-        timed each one already.
-
-        Args:
-            took: Seconds the delivery took.
-        """
-        registrations = self._delivering
-        limit = self.ctx.slow_callback_duration
-        if len(registrations) != 1 or limit is None:
-            return
-        report_slow(registrations[0], took, limit, self.counters, self.ctx.limited, self.name)
-        self.queue.counters.slow_callbacks += 1
-        self.ctx.dispatcher.count_callback_errors(0, 1)
-
-    def add_late(self, registration: CallbackRegistration) -> None:
-        """Register a callback on an existing stream and queue its catch-up.
-
-        Called under the context lock.
-
-        Args:
-            registration: The new callback.
-        """
-        self.pending_catch_up.add(registration.callback_id)
-        self.registrations = (*self.registrations, registration)
-        self.ctx.dispatcher.put(self.queue, CatchUp(self, registration), None)
-
-    def catch_up(self, registration: CallbackRegistration) -> None:
-        """Deliver the last event to a late callback (worker thread).
-
-        Args:
-            registration: The new callback.
-        """
-        if registration.callback_id not in self.pending_catch_up:
-            return  # an event reached it already
-        self.pending_catch_up.discard(registration.callback_id)
-        event = self.last_event
-        if event is None or not registration.active:
-            return
-        failures = run_callbacks((registration,), event, self.counters, self.ctx.limited, self.name)
-        if failures:
-            self.ctx.dispatcher.count_callback_errors(failures)
 
     def submit(self, job: Callable[[], None]) -> TimerHandle:
         """Run ``job`` in this device's connector lane.

@@ -5,21 +5,20 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
 import tango
 
 # The names marked F401 are no longer used here but were importable from this module
 # before it was split (tests/unit/test_public_api.py): they stay importable.
-from . import _compat, _exit, _registry
+from . import _exit, _registry
 from ._backoff import BackoffPolicy
+from ._callbacks import as_function
 from ._checks import (
-    MAX_ATTEMPT_TIMEOUT,
+    MAX_ATTEMPT_TIMEOUT,  # noqa: F401
     MAX_QUEUE_SIZE,
-    MAX_SLOW_CALLBACK_DURATION,
-    MAX_THREAD_COUNT,
+    MAX_SLOW_CALLBACK_DURATION,  # noqa: F401
+    MAX_THREAD_COUNT,  # noqa: F401
     MAX_WAIT,
     check_seconds,
     check_whole_number,
@@ -94,15 +93,13 @@ class CallbackScheduler:
             no ``queue_factory`` is given, from 1 to 1,000,000
             (``MAX_QUEUE_SIZE``).
         backoff: How quickly streams that fail to connect are retried.
-        wait_for_subscription: On PyTango < 10.1 only, whether
-            ``register_event_callback`` and ``connect_event_stream`` wait (up
-            to 30 s) for the synchronous subscription of a new stream, so
-            that the future they return is already done. Pass False where a
-            caller must not block, e.g. in ``init_device`` of a device that
-            subscribes to itself; the future then completes later, as it
-            does on PyTango >= 10.1. Inside a device server that has not
-            finished starting there is no wait either: no subscription is
-            made before the server has started.
+        wait_for_subscription: On PyTango < 10.1 only: whether registering
+            or pinning a new stream waits (up to 30 s) for its synchronous
+            subscription, so that the returned future is done. Pass False
+            where a caller must not block (``init_device`` of a device that
+            subscribes to itself); the future then completes later, as on
+            PyTango >= 10.1. A device server that has not finished starting
+            never waits: it subscribes only once started.
         slow_callback_duration: Seconds after which a callback counts as
             slow: it is counted (per stream, per queue and in the totals of
             :meth:`diagnostics`) and logged at WARNING, at most once per
@@ -142,23 +139,8 @@ class CallbackScheduler:
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         """Create the scheduler and start its threads."""
-        check_whole_number("thread_count", thread_count, 1, MAX_THREAD_COUNT)
-        check_whole_number("default_queue_size", default_queue_size, 1, MAX_QUEUE_SIZE)
-        slow_after = (
-            None
-            if slow_callback_duration is None
-            else check_seconds(
-                "slow_callback_duration",
-                slow_callback_duration,
-                MAX_SLOW_CALLBACK_DURATION,
-                allow_zero=False,
-            )
-        )
-        if backoff is not None and not isinstance(backoff, BackoffPolicy):
-            raise TypeError(f"backoff must be a BackoffPolicy, got {backoff!r}")
-        if logger is not None and not isinstance(logger, logging.Logger):
-            raise TypeError(f"logger must be a logging.Logger or None, got {logger!r}")
-        check_seconds("attempt_timeout", attempt_timeout, MAX_ATTEMPT_TIMEOUT, allow_zero=False)
+        options = (thread_count, default_queue_size, slow_callback_duration, attempt_timeout)
+        slow_after = _registry.check_options(*options, backoff, logger)
         self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
         self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
         self._ctx = _registry.new_context(
@@ -241,7 +223,7 @@ class CallbackScheduler:
             StreamNotFoundError: If the stream does not exist.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        return self._registry.queue_of(self._key(device, attr_name, event_type))
+        return self._registry.queue_of(self._registry.key(device, attr_name, event_type))
 
     # -- callbacks -----------------------------------------------------------
 
@@ -274,15 +256,12 @@ class CallbackScheduler:
             queue_factory: Called without arguments when the stream is
                 created, to give it a queue (``allocate_queue`` or
                 ``get_queue``); ignored if the stream exists already.
-            on_calling_thread: Advanced. If the stream is new, make its first
-                subscription attempt on the calling thread rather than on a
-                connector thread (retries and everything later stay with the
-                connectors). For a device that subscribes to itself from one of
-                its commands: the command holds the device's monitor, which a
-                connector thread would wait for while the caller waits for the
-                connector. If the device's connector lane stays busy for 5 s
-                the attempt is left to a connector. The LRC client uses it for
-                devices served by the calling process.
+            on_calling_thread: Advanced. Make a new stream's first attempt
+                on the calling thread, not on a connector thread (retries stay
+                with the connectors): for a device that subscribes to itself
+                from a command, whose monitor a connector would wait for. If
+                the device's connector lane stays busy for 5 s, a connector
+                makes the attempt. The LRC client uses it for local devices.
 
         Returns:
             A future of the callback's id. It completes once the stream's
@@ -300,44 +279,24 @@ class CallbackScheduler:
                 type, a malformed TRL, or a queue of another scheduler.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        function = _as_function(callback)
-        request = self._request(
-            device, attr_name, event_type, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
+        function = as_function(callback)
+        key = self._registry.key(device, attr_name, event_type)
+        request = _registry.Request.checked(
+            key, device, attr_name, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
         )
-        return self._registry.add_callback(request, function)
-
-    def _register_on_caller_thread(
-        self,
-        device: DeviceType,
-        attr_name: str,
-        event_type: tango.EventType,
-        callback: EventCallbackType,
-        queue_factory: QueueFactory | None = None,
-        lane_timeout: float | None = 5.0,
-    ) -> Future[CallbackID]:
-        """Private: :meth:`register_event_callback`, a new stream connecting on this thread.
-
-        See ``on_calling_thread`` of :meth:`register_event_callback`; ``lane_timeout`` is how long
-        to wait for the device's connector lane (None: as long as it takes)
-        before the attempt is left to a connector thread.
-        """
-        function = _as_function(callback)
-        request = self._request(device, attr_name, event_type, queue_factory, True, lane_timeout)
         return self._registry.add_callback(request, function)
 
     def unregister_callback(self, callback_id: CallbackID) -> None:
         """Stop calling a callback.
 
         Once this returns the callback is not called again, not even for an
-        event whose delivery has begun. A call that is running on a worker
-        when this is called from any other thread is waited for: this
-        returns once it has returned (as Tango's ``unsubscribe_event`` waits
-        for a running callback), so do not call it while holding a lock that
-        the callback needs. Called on one of the scheduler's own threads
-        (inside a callback, or in a done-callback of a registration future),
-        it does not wait: a callback may unregister itself or others, and a
-        call of the unregistered callback already running on another worker
-        finishes on its own.
+        event whose delivery has begun. Called from any other thread, it
+        waits for a call running on a worker (as Tango's
+        ``unsubscribe_event`` does), so do not call it while holding a lock
+        the callback needs. Called on a thread of the scheduler (in a
+        callback, or a done-callback of a registration future) it does not
+        wait: a callback may unregister itself or others, and a call already
+        running on another worker finishes on its own.
 
         The stream is disconnected when its last callback leaves, unless it
         is pinned by :meth:`connect_event_stream`.
@@ -387,24 +346,10 @@ class CallbackScheduler:
             ValueError: For malformed arguments.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        request = self._request(
-            device, attr_name, event_type, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
+        key = self._registry.key(device, attr_name, event_type)
+        request = _registry.Request.checked(
+            key, device, attr_name, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
         )
-        return self._registry.pin(request)
-
-    def _connect_on_caller_thread(
-        self,
-        device: DeviceType,
-        attr_name: str,
-        event_type: tango.EventType,
-        queue_factory: QueueFactory | None = None,
-        lane_timeout: float | None = 5.0,
-    ) -> Future[None]:
-        """Private: :meth:`connect_event_stream`, a new stream connecting on this thread.
-
-        See :meth:`_register_on_caller_thread`.
-        """
-        request = self._request(device, attr_name, event_type, queue_factory, True, lane_timeout)
         return self._registry.pin(request)
 
     def disconnect_event_stream(
@@ -424,20 +369,19 @@ class CallbackScheduler:
             StreamNotFoundError: If the stream is not pinned.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        self._registry.unpin(self._key(device, attr_name, event_type))
+        self._registry.unpin(self._registry.key(device, attr_name, event_type))
 
     # -- lifecycle -----------------------------------------------------------
 
     def shutdown(self, timeout: float | None = None) -> None:
         """Stop the scheduler: unsubscribe everything and stop the workers.
 
-        No new work is accepted; callbacks that are running finish; events
-        still queued are not delivered (they are counted as dropped).
-        Calling it again does nothing. It may be called from a callback (that
-        worker then ends after the callback).
-        A scheduler still running when the interpreter exits is shut down by
-        an exit hook, so that Tango delivers no event into a finalising
-        interpreter (which would abort the process).
+        No new work is accepted; running callbacks finish; queued events are
+        not delivered (they are counted as dropped). Calling it again does
+        nothing; a callback may call it (its worker ends afterwards). A
+        scheduler still running at interpreter exit is shut down by an exit
+        hook, so that Tango delivers no event into a finalising interpreter
+        (which would abort the process).
 
         Args:
             timeout: Seconds to wait for running callbacks; None waits as long
@@ -519,7 +463,7 @@ class CallbackScheduler:
                 event type is not supported.
         """
         try:
-            key = self._key(device, attr_name, event_type)
+            key = self._registry.key(device, attr_name, event_type)
         except SchedulerShutdownError:
             return None
         return self._registry.status(key)
@@ -529,57 +473,6 @@ class CallbackScheduler:
     def _on_own_thread(self) -> bool:
         """Tell whether the caller is a worker or a connector thread of this scheduler."""
         return self._dispatcher.in_worker() or self._ctx.connector.in_pool()
-
-    def _key(self, device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
-        self._registry.check_running()
-        return _stream_key(device, attr_name, event_type)
-
-    def _request(
-        self,
-        device: DeviceType,
-        attr_name: str,
-        event_type: tango.EventType,
-        queue_factory: QueueFactory | None,
-        on_caller: bool = False,
-        lane_timeout: float | None = None,
-    ) -> _registry.Request:
-        """Check the arguments of a registration or a pin; say where a new stream connects.
-
-        With ``on_caller``, a new stream's first attempt runs on the calling
-        thread, which waits ``lane_timeout`` seconds at most for the device's lane.
-        """
-        if queue_factory is not None and not callable(queue_factory):
-            raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
-        key = self._key(device, attr_name, event_type)
-        return _registry.Request(
-            key, device, attr_name.strip(), queue_factory, on_caller, lane_timeout
-        )
-
-
-def _stream_key(device: DeviceType, attr_name: str, event_type: tango.EventType) -> StreamKey:
-    """Check a stream's arguments and return its key."""
-    if not isinstance(attr_name, str):
-        raise TypeError(f"attr_name must be a string, got {attr_name!r}")
-    if not attr_name.strip() or "/" in attr_name:
-        raise ValueError(f"attr_name must be a plain attribute name, got {attr_name!r}")
-    if not isinstance(event_type, tango.EventType):
-        raise TypeError(f"event_type must be a tango.EventType, got {event_type!r}")
-    if event_type not in _compat.SUPPORTED_EVENT_TYPES:
-        supported = ", ".join(sorted(t.name for t in _compat.SUPPORTED_EVENT_TYPES))
-        raise ValueError(f"event type {event_type.name} is not supported; use one of {supported}")
-    return StreamKey(_compat.key_of(device), attr_name.strip().lower(), event_type)
-
-
-def _as_function(callback: object) -> Callable[[Any], None]:
-    """Return what to call for a callback given as a callable or a push_event object."""
-    if callable(callback):
-        return callback
-    push_event = getattr(callback, "push_event", None)
-    if callable(push_event):
-        return push_event  # type: ignore[no-any-return]
-    raise TypeError(
-        f"callback must be callable or have a push_event(event) method, got {callback!r}"
-    )
 
 
 # Strong references: a scheduler that was not shut down keeps running (its

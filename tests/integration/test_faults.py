@@ -575,7 +575,9 @@ def test_first_attempt_on_the_caller_thread_keeps_the_lane(
     proxy.subscribe_event = recording
     with CallbackScheduler(name="here") as sched:
         rec = recorder()
-        future = sched._register_on_caller_thread(proxy, "myAttr2", CHANGE, rec)
+        future = sched.register_event_callback(
+            proxy, "myAttr2", CHANGE, rec, on_calling_thread=True
+        )
         assert threads == [threading.current_thread().name]
         future.result(timeout=30)
         wait_for(
@@ -586,7 +588,9 @@ def test_first_attempt_on_the_caller_thread_keeps_the_lane(
         # Another stream of the same device still goes through the connector lane.
         sched.register_event_callback(proxy, "myAttr3", CHANGE, recorder()).result(timeout=30)
         assert len(threads) == 2 and threads[1].startswith("here.connector")
-        sched._connect_on_caller_thread(proxy, "myAttr1", CHANGE).result(timeout=30)
+        sched.connect_event_stream(proxy, "myAttr1", CHANGE, on_calling_thread=True).result(
+            timeout=30
+        )
         assert threads[2] == threading.current_thread().name
 
 
