@@ -8,11 +8,19 @@ so ``TANGO_HOST`` is set before the first Tango client call of the session.
 
 ``make_scheduler`` and ``sched`` give every suite schedulers that are shut
 down after the test, their threads checked gone.
+
+A suite started in the background by a shell without job control (``make
+test &`` in a script, ``nohup``) inherits SIGINT ignored, and so would every
+process a test starts: a test sending Ctrl-C to ``ska-tango-scheduler-top``
+would then wait for nothing. :func:`pytest_configure` gives the session
+Python's own SIGINT handler, so that the processes it starts begin with the
+default (as from a terminal).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,12 @@ from ska_tango_scheduler.testing import DB_PYTHON_ENV
 pytest_plugins = ["ska_tango_scheduler.testing.pytest_plugin"]
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Undo an inherited "ignore SIGINT", for the session and the processes it starts."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_report_header(config: pytest.Config) -> str:
