@@ -412,6 +412,14 @@ def test_restart_gives_one_error_episode(
             before = [int(e.attr_value.value) for t, e in events if t <= killed and not e.err]
             after = [int(e.attr_value.value) for t, e in events if t > killed and not e.err]
             assert len(before) == len(set(before)), f"{attr}: a value delivered twice"
+            # Tango's keep-alive re-subscribes and reads the current value for the
+            # callbacks; a push of that same value may have come through the new
+            # subscription just before (seen under load on 9.5.1). So the first value
+            # after the restart may come twice, back to back; no other may. (Our own
+            # re-subscription racing the keep-alive also gave a second error episode,
+            # which ``late`` above catches.)
+            if len(after) > 1 and after[0] == after[1]:
+                after = after[1:]
             assert len(after) == len(set(after)), f"{attr}: a value delivered twice: {after}"
             row = streams[attr]
             assert row.received == row.delivered + row.dropped + row.queued
