@@ -1,9 +1,11 @@
 """The scheduler's registry: its streams, their callbacks, and the queues they use.
 
-:class:`~ska_tango_scheduler.CallbackScheduler` checks its arguments and hands
-on to a :class:`Registry`, which finds or creates the stream, binds a callback
-or a pin to it, starts the first connection attempt of a new stream, and
-releases a stream that has neither callbacks nor a pin left.
+:class:`~ska_tango_scheduler.CallbackScheduler` hands on to this module: it
+checks the scheduler's arguments (:func:`check_options`) and each stream's
+(:meth:`Registry.key`, :meth:`Request.checked`), and its :class:`Registry`
+finds or creates the stream, binds a callback or a pin to it, starts the
+first connection attempt of a new stream, and releases a stream that has
+neither callbacks nor a pin left.
 
 The registry lock (``StreamContext.lock``, shared with the streams) guards the
 three tables and the fields of the streams that are set under it
