@@ -197,10 +197,11 @@ class LiveView:
             # A line wider than the terminal would wrap and spoil the redraw.
             width = max(20, shutil.get_terminal_size().columns - 1)
             lines = [line if len(line) <= width else line[: width - 3] + "..." for line in lines]
-            if self._drawn:
-                # Back to the block's first line, then clear to the end of the screen.
-                self._out.write(f"\x1b[{self._drawn}F\x1b[J")
-            self._out.write("".join(f"{line}\n" for line in lines))
+            # Back to the block's first line, then clear to the end of the screen.
+            # One write with the new block: a Ctrl-C between two writes would
+            # leave the screen cleared and the block unwritten.
+            back = f"\x1b[{self._drawn}F\x1b[J" if self._drawn else ""
+            self._out.write(back + "".join(f"{line}\n" for line in lines))
             self._drawn = len(lines)
         else:
             now = time.monotonic()

@@ -88,6 +88,31 @@ def test_live_view_redraws_in_place_on_a_terminal() -> None:
     assert out.getvalue() == "a\nb\n\x1b[2F\x1b[Jc\n"
 
 
+class _InterruptedTerminal(io.StringIO):
+    """A terminal where Ctrl-C lands right after a write, once armed."""
+
+    armed = False
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.armed:
+            self.armed = False
+            raise KeyboardInterrupt
+        return written
+
+
+def test_ctrl_c_during_a_redraw_never_leaves_the_screen_cleared() -> None:
+    """A redraw is one write: a Ctrl-C after any write leaves a whole block on screen."""
+    out = _InterruptedTerminal()
+    view = LiveView(out, interactive=True)
+    view.show(["a", "b"])
+    out.armed = True
+    with pytest.raises(KeyboardInterrupt):
+        view.show(["c"])
+    view.finish()
+    assert out.getvalue().endswith("\n"), repr(out.getvalue())
+
+
 def test_live_view_prints_blocks_now_and_then_elsewhere() -> None:
     out = io.StringIO()
     view = LiveView(out, interactive=False, interval=3600)
