@@ -2,7 +2,7 @@
 
 :class:`~ska_tango_scheduler.CallbackScheduler` hands on to this module: it
 checks the scheduler's arguments (:func:`check_options`) and each stream's
-(:meth:`Registry.key`, :meth:`Request.checked`), and its :class:`Registry`
+(:meth:`Registry.key`, :meth:`Registry.request`), and its :class:`Registry`
 finds or creates the stream, binds a callback or a pin to it, starts the
 first connection attempt of a new stream, and releases a stream that has
 neither callbacks nor a pin left.
@@ -109,25 +109,6 @@ class Request:
     on_caller: bool = False
     lane_timeout: float | None = None
 
-    @classmethod
-    def checked(
-        cls,
-        key: StreamKey,
-        device: DeviceType,
-        attr_name: str,
-        queue_factory: QueueFactory | None,
-        on_caller: bool,
-        lane_timeout: float | None,
-    ) -> Request:
-        """Make a request of a checked key, after checking the queue factory.
-
-        Raises:
-            TypeError: If ``queue_factory`` is neither None nor callable.
-        """
-        if queue_factory is not None and not callable(queue_factory):
-            raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
-        return cls(key, device, attr_name.strip(), queue_factory, on_caller, lane_timeout)
-
 
 class Registry:
     """The streams of one scheduler, their callbacks and queue users.
@@ -182,6 +163,28 @@ class Registry:
         """
         self.check_running()
         return stream_key(device, attr_name, event_type)
+
+    def request(
+        self,
+        device: DeviceType,
+        attr_name: str,
+        event_type: tango.EventType,
+        queue_factory: QueueFactory | None,
+        on_caller: bool,
+        lane_timeout: float | None,
+    ) -> Request:
+        """Check the arguments of a registration or a pin and make its request.
+
+        Raises:
+            TypeError: If ``queue_factory`` is neither None nor callable, or
+                as :meth:`key`.
+            ValueError: As :meth:`key`.
+            SchedulerShutdownError: Once the scheduler is shut down.
+        """
+        if queue_factory is not None and not callable(queue_factory):
+            raise TypeError(f"queue_factory must be callable, got {queue_factory!r}")
+        key = self.key(device, attr_name, event_type)
+        return Request(key, device, attr_name.strip(), queue_factory, on_caller, lane_timeout)
 
     def find(self, key: StreamKey) -> EventStream | None:
         """Return the stream of ``key``, or None.

@@ -139,8 +139,14 @@ class CallbackScheduler:
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         """Create the scheduler and start its threads."""
-        options = (thread_count, default_queue_size, slow_callback_duration, attempt_timeout)
-        slow_after = _registry.check_options(*options, backoff, logger)
+        slow_after = _registry.check_options(
+            thread_count,
+            default_queue_size,
+            slow_callback_duration,
+            attempt_timeout,
+            backoff,
+            logger,
+        )
         self._name = name if name is not None else f"CallbackScheduler-{next(_scheduler_numbers)}"
         self._logger = logger if logger is not None else logging.getLogger("ska_tango_scheduler")
         self._ctx = _registry.new_context(
@@ -280,9 +286,8 @@ class CallbackScheduler:
             SchedulerShutdownError: After :meth:`shutdown`.
         """
         function = as_function(callback)
-        key = self._registry.key(device, attr_name, event_type)
-        request = _registry.Request.checked(
-            key, device, attr_name, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
+        request = self._registry.request(
+            device, attr_name, event_type, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
         )
         return self._registry.add_callback(request, function)
 
@@ -346,9 +351,8 @@ class CallbackScheduler:
             ValueError: For malformed arguments.
             SchedulerShutdownError: After :meth:`shutdown`.
         """
-        key = self._registry.key(device, attr_name, event_type)
-        request = _registry.Request.checked(
-            key, device, attr_name, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
+        request = self._registry.request(
+            device, attr_name, event_type, queue_factory, on_calling_thread, _CALLER_LANE_WAIT
         )
         return self._registry.pin(request)
 
