@@ -64,10 +64,8 @@ from ._lane_control import (
     TIMER,
     WITHDRAW,
     Control,
+    Grant,
     TimerHandle,
-)
-from ._lane_control import (
-    Grant as _Grant,
 )
 from ._threads import ThreadContext, start_thread
 
@@ -196,7 +194,7 @@ class LaneService:
             return True
         if core.closing:
             return False
-        grant = _Grant()
+        grant = Grant()
         core.inbox.put((ACQUIRE, lane, grant))
         if core.ended:
             core.refuse_inbox()

@@ -41,7 +41,7 @@ process unable to subscribe to that server again until it restarts.
 A callback registered on a stream that already exists is first given the
 stream's last delivered event (value or error) through the stream's queue,
 unless an event reached it before that catch-up item came up (then it already
-has a current value); see :class:`CatchUp`.
+has a current value); see :class:`~._callbacks.CatchUp`.
 When a device proxy cannot be created (the device is not in the database
 yet), every failed try is reported to the callbacks as a synthetic error
 event and retried on the back-off schedule.
@@ -61,7 +61,7 @@ import tango
 
 from . import _compat
 from ._backoff import BackoffState
-from ._callbacks import CallbackRegistration, CatchUp, StreamCallbacks
+from ._callbacks import CallbackRegistration, StreamCallbacks
 from ._devices import StreamContext, timed_out_in_tango
 from ._lanes import TimerHandle
 from ._queues import Counters, EventQueue
@@ -70,7 +70,6 @@ from .type_hints import DeviceType
 
 __all__ = [
     "PERMANENT_REASONS",
-    "CatchUp",
     "EventStream",
     "StreamKey",
     "StreamState",

@@ -374,12 +374,12 @@ def test_a_grant_that_comes_after_the_timeout_is_handed_back(
     ex = ConnectorPool("ex", LOG)
     ran: list[str] = []
 
-    class LateGrant(lanes_module._Grant):
+    class LateGrant(lanes_module.Grant):
         def __init__(self) -> None:
             super().__init__()
             self.reply = _LateReply()  # type: ignore[assignment]
 
-    monkeypatch.setattr(lanes_module, "_Grant", LateGrant)
+    monkeypatch.setattr(lanes_module, "Grant", LateGrant)
     assert not ex.run_here("a", lambda: ran.append("here"), timeout=0.1)
     done = threading.Event()
     ex.submit("a", done.set)
