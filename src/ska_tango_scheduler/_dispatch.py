@@ -20,11 +20,20 @@ append and a few counters), and at most the release of one parked worker's
 own lock after it; everything else (statistics, drop reports) is done by the
 workers or at snapshot time.
 
-Wake-ups: a worker that finds no work sleeps :data:`LINGER` once before it
+Wake-ups: a worker that finds no work sleeps a while (it lingers) before it
 parks on a lock of its own, and :meth:`Dispatcher.put` wakes a parked worker
-only when none lingers. During a burst the Tango event
-thread then rarely pays for waking a thread (measured by the benchmarks: the
-wake-up per event cost more than the delivery of a no-op callback).
+only when none lingers. During a burst the Tango event thread then rarely
+pays for waking a thread (measured by the benchmarks: the wake-up per event
+cost more than the delivery of a no-op callback). The first linger after
+a park lasts :data:`LINGER`; each linger that ends with work waiting doubles
+the next one, up to :data:`LINGER_MAX`, and a linger that ends with none
+parks the worker. Under a sustained flood a worker therefore takes the GIL
+once per batch of events, not once per few events. Each time it does,
+Tango's event thread (which holds the GIL for most of each event) waits for
+it, and those hand-overs, not our code, were most of the cost per event.
+The price is latency under a flood: an event then waits up to
+:data:`LINGER_MAX` for its batch. An event after a quiet spell finds the
+worker parked and wakes it at once.
 
 The GIL: Tango's event thread needs the GIL for every event. A worker that
 delivers events back to back would otherwise keep it for a whole switch
@@ -52,14 +61,18 @@ from ._queues import Counters, EventQueue, Sink
 from ._threads import ThreadContext, start_thread
 from ._window import LENGTH, BusyWindow
 
-__all__ = ["LINGER", "YIELD_INTERVAL", "Dispatcher"]
+__all__ = ["LINGER", "LINGER_MAX", "YIELD_INTERVAL", "Dispatcher"]
 
 
-#: Seconds an idle worker waits for more work (sleeping, not wakeable)
-#: before it parks on the condition. During a burst, events then reach a
+#: Seconds a worker that has just run out of work waits for more (sleeping,
+#: not wakeable) before it parks. During a burst, events then reach a
 #: lingering worker without a wake-up per event, which on a busy Tango event
 #: thread costs more than the delivery itself.
 LINGER = 0.0005
+
+#: The longest linger: while each linger ends with work waiting (a flood),
+#: the next one is twice as long, up to this many seconds.
+LINGER_MAX = 0.004
 
 #: Seconds a worker delivers events back to back before it lets go of the
 #: GIL once, so that Tango's event thread (which needs the GIL for every
@@ -474,6 +487,9 @@ class Dispatcher(_CountReaders, _Reports):
         payload: Any = None
         arrival = 0.0
         dropped = 0
+        # The next linger's length, and whether the last linger is the last
+        # thing this worker did.
+        linger = LINGER
         lingered = False
         # Busy time is summed here and handed to the window every _FLUSH s.
         busy_sum = 0.0
@@ -528,6 +544,8 @@ class Dispatcher(_CountReaders, _Reports):
                 if action == 3:
                     return
                 if action == 2:
+                    linger = LINGER
+                    lingered = False
                     me.acquire()  # parked until a waker releases it
                     last_yield = clock()
                     continue
@@ -536,14 +554,16 @@ class Dispatcher(_CountReaders, _Reports):
                         busy.add(clock(), busy_sum)
                         busy_sum = 0.0
                     # Wait a little for more work without being woken per event.
-                    time.sleep(LINGER)
+                    time.sleep(linger)
                     acquire()
                     self._lingering -= 1
                     release()
                     lingered = True
                     last_yield = clock()
                     continue
-                lingered = False
+                if lingered:  # the linger ended with work waiting: a flood
+                    lingered = False
+                    linger = min(linger * 2, LINGER_MAX)
                 assert queue is not None  # noqa: S101 - for the type checker
                 if dropped != queue._reported_drops:  # noqa: SLF001
                     self._report_drops(queue, dropped)

@@ -243,6 +243,56 @@ def test_worker_threads_are_named_and_wrapped(wait) -> None:
         assert dispatcher.stop(timeout=30)
 
 
+def test_a_worker_lingers_longer_while_work_keeps_coming(
+    monkeypatch, sink_class, limited, wait
+) -> None:
+    """Each linger that ends with work waiting doubles the next, up to LINGER_MAX.
+
+    A linger that ends with nothing parks the worker, and the first linger
+    after a park is LINGER again. The worker's sleeps are recorded; each of
+    the first eight lingers puts an event, as a flood would.
+    """
+    lingers: list[float] = []
+    fed = [0]
+    real_sleep = time.sleep
+
+    class _Time:
+        monotonic = staticmethod(time.monotonic)
+
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            if seconds > 0:  # not the GIL hand-over's sleep(0)
+                lingers.append(seconds)
+                if fed[0] < 8:
+                    fed[0] += 1
+                    dispatcher.put(queue, sink, fed[0])
+            real_sleep(seconds)
+
+    monkeypatch.setattr(_dispatch, "time", _Time)
+    seen: list[Any] = []
+    dispatcher = Dispatcher(1, "linger", logging.getLogger("test"))
+    queue = dispatcher.new_queue(10)
+    sink = sink_class("s", limited, seen.append)
+    dispatcher.start()
+    try:
+        wait(
+            lambda: dispatcher.parked == 1 and len(lingers) == 9,
+            what="the worker parked after nine lingers (eight ending with an event)",
+        )
+        dispatcher.put(queue, sink, "after the park")
+        wait(
+            lambda: dispatcher.parked == 1 and len(lingers) == 10,
+            what="the worker parked again after one more linger",
+        )
+    finally:
+        assert dispatcher.stop(timeout=30), "the worker did not stop"
+    short, longest = _dispatch.LINGER, _dispatch.LINGER_MAX
+    expected = [short, 2 * short, 4 * short] + [longest] * 6 + [short]
+    assert longest == pytest.approx(8 * short), "the test assumes LINGER_MAX = 8 x LINGER"
+    assert lingers == pytest.approx(expected), lingers
+    assert seen == [*range(1, 9), "after the park"]
+
+
 def test_owns_only_its_queues(make_dispatcher) -> None:
     a, b = make_dispatcher(1), make_dispatcher(1)
     queue = a.new_queue(1)
@@ -483,7 +533,8 @@ def test_no_garbage_collection_starts_under_the_intake_lock(monkeypatch, limited
                 stream = streams[(first + n) % 3]
                 dispatcher.put(stream.queue, stream, n)
                 n += 1
-            time.sleep(0.003)  # long enough for workers to linger and park
+            # Longer than the longest linger, so that workers park between bursts.
+            time.sleep(2 * _dispatch.LINGER_MAX)
             parked_seen[0] = max(parked_seen[0], dispatcher.parked)
 
     def snapshot() -> None:
