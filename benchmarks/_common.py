@@ -20,6 +20,7 @@ __all__ = [
     "side_label",
     "sides_with_baseline",
     "rss_mb",
+    "worker_cpu_seconds",
     "wait_until",
 ]
 
@@ -155,6 +156,27 @@ def rss_mb() -> float:
     import psutil  # not on Linux: fall back to psutil
 
     return float(psutil.Process().memory_info().rss) / (1024.0 * 1024.0)
+
+
+def worker_cpu_seconds(marker: str = ".worker-") -> tuple[float, float]:
+    """Split this process's CPU time between the scheduler's workers and the rest.
+
+    Args:
+        marker: What the name of a worker thread contains.
+
+    Returns:
+        ``(workers, others)`` in seconds, user and system time of every
+        thread alive now: the workers are the Python threads whose name holds
+        ``marker``; the others are Tango's event thread, ZeroMQ's, the main
+        thread and the rest.
+    """
+    import psutil
+
+    workers = {t.native_id for t in threading.enumerate() if marker in t.name}
+    split = [0.0, 0.0]
+    for thread in psutil.Process().threads():
+        split[0 if thread.id in workers else 1] += thread.user_time + thread.system_time
+    return split[0], split[1]
 
 
 class MemorySampler:

@@ -27,7 +27,14 @@ from typing import Any
 import tango
 
 from ._bed import Bed
-from ._common import BenchResult, Row, side_label, sides_with_baseline, wait_until
+from ._common import (
+    BenchResult,
+    Row,
+    side_label,
+    sides_with_baseline,
+    wait_until,
+    worker_cpu_seconds,
+)
 
 __all__ = ["client", "plot", "run"]
 
@@ -87,6 +94,7 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
     floors = [int(p.read_attribute("pushedCounts").value[0]) for p in proxies]
     before = counter.count
     cpu0 = time.process_time()
+    split0 = worker_cpu_seconds()
     started = time.perf_counter()
     if params["mode"] == "burst":
         for proxy in proxies:
@@ -105,6 +113,7 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
         seen = counter.count
         time.sleep(1.0)
     cpu1 = time.process_time()
+    split1 = worker_cpu_seconds()
     pushed = sum(
         int(p.read_attribute("pushedCounts").value[0]) - f
         for p, f in zip(proxies, floors, strict=True)
@@ -125,6 +134,9 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
         "push_rate": pushed / (pushed_at - started) if pushed_at > started else None,
         "rate": received / span if span > 0 else None,
         "cpu_us_per_event": (cpu1 - cpu0) / received * 1e6 if received else None,
+        # The same, split: the scheduler's workers, and every other thread.
+        "worker_cpu_us_per_event": (split1[0] - split0[0]) / received * 1e6 if received else None,
+        "other_cpu_us_per_event": (split1[1] - split0[1]) / received * 1e6 if received else None,
         "scheduler_totals": totals,
     }
 
@@ -198,6 +210,19 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
                 median("plain", "cpu_us_per_event"),
                 median(side, "cpu_us_per_event"),
                 note="all threads of the client process",
+            )
+        )
+        rows.append(
+            Row(
+                "throughput",
+                f"burst: of which on threads other than the scheduler's workers (Tango's "
+                f"event thread, ZeroMQ, main; median){label}",
+                "µs",
+                median("plain", "other_cpu_us_per_event"),
+                median(side, "other_cpu_us_per_event"),
+                note="the scheduler's workers: "
+                f"{median(side, 'worker_cpu_us_per_event') or 0.0:.1f} µs per event; "
+                "threads that ended during the burst are in neither share",
             )
         )
         # The sweep: the highest rate at which plain PyTango lost nothing.
