@@ -151,7 +151,7 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
                 "returncode": r.returncode,
                 "longest_gap": r.longest_gap,
                 "summary": r.summary,
-                "log": str(r.log_path),
+                "log": r.log_path.name,  # no machine path in the report
             }
             for r in runs[side]
         ]
