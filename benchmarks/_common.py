@@ -6,7 +6,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,21 +158,22 @@ def rss_mb() -> float:
     return float(psutil.Process().memory_info().rss) / (1024.0 * 1024.0)
 
 
-def worker_cpu_seconds(marker: str = ".worker-") -> tuple[float, float]:
+def worker_cpu_seconds(worker_names: Collection[str]) -> tuple[float, float]:
     """Split this process's CPU time between the scheduler's workers and the rest.
 
     Args:
-        marker: What the name of a worker thread contains.
+        worker_names: The names of the worker threads (from
+            ``CallbackScheduler.diagnostics().workers``; empty for plain PyTango).
 
     Returns:
         ``(workers, others)`` in seconds, user and system time of every
-        thread alive now: the workers are the Python threads whose name holds
-        ``marker``; the others are Tango's event thread, ZeroMQ's, the main
-        thread and the rest.
+        thread alive now: the workers are the Python threads named in
+        ``worker_names``; the others are Tango's event thread, ZeroMQ's, the
+        main thread and the rest.
     """
     import psutil
 
-    workers = {t.native_id for t in threading.enumerate() if marker in t.name}
+    workers = {t.native_id for t in threading.enumerate() if t.name in worker_names}
     split = [0.0, 0.0]
     for thread in psutil.Process().threads():
         split[0 if thread.id in workers else 1] += thread.user_time + thread.system_time

@@ -93,8 +93,10 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
     time.sleep(0.5)
     floors = [int(p.read_attribute("pushedCounts").value[0]) for p in proxies]
     before = counter.count
+    # The workers by name, from the scheduler's own diagnostics (plain: none).
+    workers = {w.name for w in scheduler.diagnostics().workers} if scheduler else set()
     cpu0 = time.process_time()
-    split0 = worker_cpu_seconds()
+    split0 = worker_cpu_seconds(workers)
     started = time.perf_counter()
     if params["mode"] == "burst":
         for proxy in proxies:
@@ -113,7 +115,7 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
         seen = counter.count
         time.sleep(1.0)
     cpu1 = time.process_time()
-    split1 = worker_cpu_seconds()
+    split1 = worker_cpu_seconds(workers)
     pushed = sum(
         int(p.read_attribute("pushedCounts").value[0]) - f
         for p, f in zip(proxies, floors, strict=True)
@@ -124,6 +126,10 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
         totals = scheduler.diagnostics().to_dict()["totals"]
         scheduler.shutdown(timeout=5)
     span = counter.last - started
+
+    def per_event(seconds: float) -> float | None:
+        return seconds / received * 1e6 if received else None
+
     return {
         "side": side,
         "mode": params["mode"],
@@ -133,10 +139,10 @@ def client(side: str, params: dict[str, Any]) -> dict[str, Any]:
         "lost_percent": 100.0 * (pushed - received) / pushed if pushed else 0.0,
         "push_rate": pushed / (pushed_at - started) if pushed_at > started else None,
         "rate": received / span if span > 0 else None,
-        "cpu_us_per_event": (cpu1 - cpu0) / received * 1e6 if received else None,
+        "cpu_us_per_event": per_event(cpu1 - cpu0),
         # The same, split: the scheduler's workers, and every other thread.
-        "worker_cpu_us_per_event": (split1[0] - split0[0]) / received * 1e6 if received else None,
-        "other_cpu_us_per_event": (split1[1] - split0[1]) / received * 1e6 if received else None,
+        "worker_cpu_us_per_event": per_event(split1[0] - split0[0]),
+        "other_cpu_us_per_event": per_event(split1[1] - split0[1]),
         "scheduler_totals": totals,
     }
 
