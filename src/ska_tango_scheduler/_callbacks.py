@@ -3,7 +3,8 @@
 Part of the pure core: no :mod:`tango` import. A worker of the dispatcher
 (:mod:`._dispatch`) hands each event to its sink; a stream's sink
 (:class:`StreamCallbacks`, the worker-thread side of a stream) calls
-:func:`run_callbacks` with the stream's registrations, and gives a callback
+:func:`run_callbacks` with the stream's registrations (a stream with a single
+callback, the usual case, runs the same steps inline), and gives a callback
 registered late the stream's last event through a :class:`CatchUp` item.
 Every callback runs in isolation: whatever it raises is counted and logged,
 rate-limited by a :class:`RateLimitedLogger`, and the following callbacks
@@ -27,6 +28,7 @@ __all__ = [
     "RateLimitedLogger",
     "StreamCallbacks",
     "as_function",
+    "report_raised",
     "report_slow",
     "run_callbacks",
 ]
@@ -175,16 +177,8 @@ def run_callbacks(
                 continue
             registration.callback(payload)
         except BaseException:  # noqa: BLE001 - isolation is the point
-            counters.callback_errors += 1
             failures += 1
-            errors.log(
-                logging.ERROR,
-                ("callback", registration.callback_id),
-                "Callback %r of %s raised",
-                registration.callback,
-                label,
-                exc_info=True,
-            )
+            report_raised(registration, counters, errors, label)
         finally:
             registration.running = 0
         if slow_after is not None:
@@ -193,6 +187,33 @@ def run_callbacks(
                 report_slow(registration, ended - started, slow_after, counters, errors, label)
             started = ended
     return failures
+
+
+def report_raised(
+    registration: CallbackRegistration,
+    counters: Counters,
+    errors: RateLimitedLogger,
+    label: str,
+) -> None:
+    """Count a callback that raised and log it with its traceback (rate-limited).
+
+    Call from the ``except`` block that caught the exception.
+
+    Args:
+        registration: The callback.
+        counters: Where it is counted (``callback_errors``).
+        errors: The rate-limited logger.
+        label: Name of the stream.
+    """
+    counters.callback_errors += 1
+    errors.log(
+        logging.ERROR,
+        ("callback", registration.callback_id),
+        "Callback %r of %s raised",
+        registration.callback,
+        label,
+        exc_info=True,
+    )
 
 
 def report_slow(
@@ -279,9 +300,23 @@ class StreamCallbacks:
         """
         registrations = self.registrations
         self.last_event = payload
+        self._delivering = registrations
+        if len(registrations) == 1 and not self.pending_catch_up:
+            # The usual case, one callback: run_callbacks inlined (this runs
+            # once per event on a worker), same order of steps.
+            registration = registrations[0]
+            registration.running = _get_ident()
+            try:
+                if registration.active:
+                    registration.callback(payload)
+            except BaseException:  # noqa: BLE001 - isolation is the point
+                report_raised(registration, self.counters, self.ctx.limited, self.name)
+                self.ctx.dispatcher.count_callback_errors(1)
+            finally:
+                registration.running = 0
+            return
         if self.pending_catch_up:
             self.pending_catch_up.difference_update(r.callback_id for r in registrations)
-        self._delivering = registrations
         counters = self.counters
         several = len(registrations) > 1
         slow = counters.slow_callbacks
