@@ -5,7 +5,10 @@ capacity is measured, not the callback's. Several ``EventSource`` servers
 push change events on ``myAttr1`` of one device each, together, so that the
 source is faster than plain PyTango can receive:
 
-* a burst: each server pushes ``count`` events as fast as it can;
+* a burst: each server pushes ``count`` events as fast as it can. Each
+  round ends with a second plain PyTango client: plain against itself,
+  the spread that the ratio targets (issue 17: delivery rate at least
+  0.95 and CPU per event at most 1.15 times plain's) must be read against;
 * a rate sweep: each server pushes at a fixed rate for ``seconds``, at
   several rates, to find where each side starts to lose events;
 * the edge: fresh runs of each side at the highest swept rate where plain
@@ -43,6 +46,11 @@ from ._common import (
 __all__ = ["client", "plot", "run"]
 
 SIDES = ("plain", "scheduler")
+# The key of the second plain client's bursts.
+_AGAIN = "plain again"
+# Issue 17's targets for the scheduler against plain PyTango, in the bursts.
+_MIN_RATE_RATIO = 0.95
+_MAX_CPU_RATIO = 1.15
 _ATTRIBUTE = "myAttr1"
 
 
@@ -167,10 +175,14 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
     trls = [devices[0] for devices in bed.farm(servers)]
     sides = sides_with_baseline(SIDES, bed)
     bursts: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    # Plain PyTango against itself: a second plain client closes each round,
+    # so that each ratio can be read against the spread no code can beat.
+    bursts[_AGAIN] = []
+    params = {"trls": trls, "mode": "burst", "count": int(config["count"])}
     for _ in range(int(config["repeats"])):
         for side in sides:
-            params = {"trls": trls, "mode": "burst", "count": int(config["count"])}
             bursts[side].append(bed.run("throughput", side, params, timeout=180))
+        bursts[_AGAIN].append(bed.run("throughput", "plain", params, timeout=180))
     sweep: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for rate in config["rates"]:
         for side in sides:
@@ -195,6 +207,8 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
         if side == "plain":
             continue
         label = side_label(side)
+        # The targets are the scheduler's; a baseline side is only a reference.
+        judged = not label
         plain_rate, rate = median("plain", "rate"), median(side, "rate")
         rows.append(
             Row(
@@ -208,6 +222,7 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
                 f"{[r['lost'] for r in bursts['plain']]}, scheduler{label} "
                 f"{[r['lost'] for r in bursts[side]]}",
                 digits=0,
+                **_ratio_goal(judged, plain_rate, rate, median(_AGAIN, "rate"), low=True),
             )
         )
         rows.append(
@@ -220,14 +235,18 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
                 digits=2,
             )
         )
+        plain_cpu, cpu = median("plain", "cpu_us_per_event"), median(side, "cpu_us_per_event")
         rows.append(
             Row(
                 "throughput",
                 f"burst: client CPU time per received event (median){label}",
                 "µs",
-                median("plain", "cpu_us_per_event"),
-                median(side, "cpu_us_per_event"),
+                plain_cpu,
+                cpu,
                 note="all threads of the client process",
+                **_ratio_goal(
+                    judged, plain_cpu, cpu, median(_AGAIN, "cpu_us_per_event"), low=False
+                ),
             )
         )
         rows.append(
@@ -243,6 +262,24 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
                 "threads that ended during the burst are in neither share",
             )
         )
+        if judged:
+            rows.append(
+                Row(
+                    "throughput",
+                    "burst, plain PyTango against itself: delivery rate (median of "
+                    f"{config['repeats']}); the scheduler's column is a second plain client, "
+                    "run last in each round",
+                    "events/s",
+                    plain_rate,
+                    median(_AGAIN, "rate"),
+                    note="CPU per event: "
+                    f"{plain_cpu or 0.0:.1f} vs {median(_AGAIN, 'cpu_us_per_event') or 0.0:.1f} "
+                    "µs; lost per run: "
+                    f"{[r['lost'] for r in bursts[_AGAIN]]}; no code can beat this spread, "
+                    "so the ratio targets above are read against it",
+                    digits=0,
+                )
+            )
         # The sweep: the highest rate at which plain PyTango lost nothing.
         if clean:
             i = clean[-1]
@@ -301,7 +338,8 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
         f"{servers} `EventSource` servers push change events on one attribute each; the "
         "client subscribes to all of them with a callback that only counts. Bursts: each "
         f"server pushes {config['count']} events as fast as it can, {config['repeats']} "
-        "times per side. Sweep: each server pushes at a fixed rate for "
+        "times per side; each round ends with a second plain client (plain against "
+        "itself). Sweep: each server pushes at a fixed rate for "
         f"{config['seconds']} s, rates {config['rates']} per server, then "
         f"{config.get('edge_repeats', 0)} more runs per side at the highest rate where plain "
         "lost nothing. Rate = events received / "
@@ -317,6 +355,35 @@ def run(bed: Bed, config: dict[str, Any]) -> BenchResult:
         rows,
         details={"config": config, "bursts": bursts, "sweep": sweep, "edge": edge},
     )
+
+
+def _ratio_goal(
+    judged: bool, plain: float | None, ours: float | None, again: float | None, *, low: bool
+) -> dict[str, Any]:
+    """The target of a burst row judged by its ratio to plain (none for a baseline).
+
+    Args:
+        judged: Whether the row has a target.
+        plain: Plain PyTango's figure.
+        ours: The scheduler's figure.
+        again: The second plain client's figure (named when the target is missed).
+        low: True for a lower bound on the ratio (a rate), False for an upper
+            bound (a cost).
+
+    Returns:
+        ``target``, ``met`` and ``why`` for :class:`Row`, or nothing.
+    """
+    if not judged:
+        return {}
+    bound = _MIN_RATE_RATIO if low else _MAX_CPU_RATIO
+    ratio = ours / plain if plain and ours is not None else None
+    met = ratio is not None and (ratio >= bound if low else ratio <= bound)
+    why = ""
+    if not met:
+        why = "not measured" if ratio is None else f"{ratio:.3f} ×"
+        if plain and again is not None:
+            why += f" (plain against itself: {again / plain:.3f} ×)"
+    return {"target": f"ratio {'>=' if low else '<='} {bound:g}", "met": met, "why": why}
 
 
 def _at_rate(
