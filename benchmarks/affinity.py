@@ -6,15 +6,18 @@ can to a counting callback) in rounds, each side in its own client process,
 with the client's threads placed on the CPUs in one of three ways:
 
 * ``free``: as the operating system likes (what ``make bench`` measures);
-* ``together``: Tango's event thread and the scheduler's workers on one CPU
-  (plain PyTango: its event thread alone, which runs the callback);
+* ``together``: Tango's event thread and the scheduler's workers on one CPU;
 * ``apart``: Tango's event thread on one CPU and the workers on another.
+
+Plain PyTango has no workers: in both it is its event thread alone (which
+runs the callback) that is placed.
 
 The package itself never sets a thread's CPU affinity. To place Tango's
 event thread, this client wraps the dispatcher's intake (plain PyTango: the
 counting callback), which that thread calls, so that its first call pins the
-calling thread; the workers pin themselves as they start. The wrappers cost
-a little per event, which counts against the placed sides.
+calling thread (any other thread that calls it is pinned too; in this client
+none carries events); the workers pin themselves as they start. The wrappers
+cost a little per event, which counts against the placed sides.
 """
 
 from __future__ import annotations
